@@ -1,0 +1,21 @@
+"""The ``twin`` command line: one sub-command per module."""
+
+from __future__ import annotations
+
+import typer
+
+from twin.cli.cohort_info import info
+from twin.cli.demo import demo
+from twin.cli.ingest import ingest
+
+app = typer.Typer(
+    name="twin",
+    help="Probabilistic digital twins of patients and materials.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command()(demo)
+app.command()(ingest)
+app.command()(info)
+
+__all__ = ["app"]
