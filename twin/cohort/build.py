@@ -95,7 +95,13 @@ def encode_column(values: pd.Series, ftype: str, levels: Sequence[str] = ()) -> 
         if unknown:
             raise ValueError(f"values {sorted(unknown)[:5]} not among levels {list(levels)}")
         return codes, tuple(str(lv) for lv in levels)
+    if values.dtype == object:  # e.g. booleans mixed with NaN after reindexing
+        values = values.map(lambda v: float(v) if isinstance(v, bool | np.bool_) else v)
     out = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(out) & values.notna().to_numpy()
+    if bad.any():
+        examples = [repr(v) for v in values[bad].unique()[:3]]
+        raise ValueError(f"non-numeric values {', '.join(examples)} in a {ftype} feature")
     return out, ()
 
 
@@ -165,13 +171,21 @@ def static_block(
     if table.index.has_duplicates:
         dup = table.index[table.index.duplicated()].unique()[:5].tolist()
         raise ValueError(f"modality {modality!r}: duplicate individual ids {dup}")
-    table = table.reindex(individuals.astype(object))
     info_map = _info_mapping(info)
     types = dict(types or {})
+    # infer types on the table as given: reindexing adds NaN rows that change dtypes
+    metas = {
+        col: _feature_meta(col, table[col], info_map.get(str(col)), types.get(str(col)))
+        for col in table.columns
+    }
+    table = table.reindex(individuals.astype(object))
     features, columns = [], []
     for col in table.columns:
-        feat = _feature_meta(col, table[col], info_map.get(str(col)), types.get(str(col)))
-        vals, levels = encode_column(table[col], feat.type, feat.levels)
+        feat = metas[col]
+        try:
+            vals, levels = encode_column(table[col], feat.type, feat.levels)
+        except ValueError as exc:
+            raise ValueError(f"modality {modality!r} feature {col!r}: {exc}") from exc
         if feat.type == "categorical" and levels != feat.levels:
             feat = FeatureSchema(**{**feat.to_dict(), "levels": levels})
         _check_type(modality, feat, vals)
@@ -256,7 +270,18 @@ def longitudinal_blocks(
     if len(calendar_flags) > 1:
         raise ValueError("longitudinal tables mix calendar dates and numeric times")
     calendar = calendar_flags.pop() if calendar_flags else True
-    long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frames:
+        long = pd.concat(frames, ignore_index=True)
+    else:
+        long = pd.DataFrame(
+            {
+                "individual": pd.Series([], dtype=object),
+                "time": pd.Series([], dtype="datetime64[ns]"),
+                "modality": pd.Series([], dtype=object),
+                "feature": pd.Series([], dtype=object),
+                "value": pd.Series([], dtype=object),
+            }
+        )
     long = long[long["individual"].isin(individuals)]
     long = long[pd.notna(long["time"])]
 
@@ -280,8 +305,10 @@ def longitudinal_blocks(
     # a repeated (individual, time, modality, feature) opens a new visit at the same time
     long = long.sort_values(["individual", "t"], kind="stable")
     long["rep"] = long.groupby(["individual", "t", "modality", "feature"]).cumcount()
-    visits = long[["individual", "t", "rep"]].drop_duplicates().sort_values(
-        ["individual", "t", "rep"], kind="stable"
+    visits = (
+        long[["individual", "t", "rep"]]
+        .drop_duplicates()
+        .sort_values(["individual", "t", "rep"], kind="stable")
     )
     visits["visit"] = visits.groupby("individual").cumcount()
     n_visits = int(visits["visit"].max() + 1) if len(visits) else 0
@@ -326,7 +353,10 @@ def longitudinal_blocks(
             sel = (sub["feature"] == f).to_numpy()
             col = pd.Series(sub["value"].to_numpy()[sel]).infer_objects()
             feat = _feature_meta(f, col if sel.any() else None, info_map.get(f), mtypes.get(f))
-            vals, levels = encode_column(col, feat.type, feat.levels)
+            try:
+                vals, levels = encode_column(col, feat.type, feat.levels)
+            except ValueError as exc:
+                raise ValueError(f"modality {modality!r} feature {f!r}: {exc}") from exc
             if feat.type == "categorical" and levels != feat.levels:
                 feat = FeatureSchema(**{**feat.to_dict(), "levels": levels})
             _check_type(modality, feat, vals)

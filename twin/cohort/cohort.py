@@ -16,12 +16,13 @@ from twin.cohort.build import (
     FORMAT_VERSION,
     INTERVENTION_COLUMNS,
     covariate_vars,
+    feature_coords,
     features_from_coords,
     intervention_vars,
     longitudinal_blocks,
     static_block,
 )
-from twin.cohort.schema import CohortSchema, ModalitySchema
+from twin.cohort.schema import CohortSchema, FeatureSchema, ModalitySchema
 
 IndividualSelector = Sequence[str] | Sequence[int] | np.ndarray | slice | None
 
@@ -224,7 +225,9 @@ class Cohort:
     # ------------------------------------------------------------------ tables
     @property
     def covariate_names(self) -> list[str]:
-        return [str(v)[len("covariate_") :] for v in self.data.data_vars if v.startswith("covariate_")]
+        return [
+            str(v)[len("covariate_") :] for v in self.data.data_vars if v.startswith("covariate_")
+        ]
 
     @property
     def covariates(self) -> pd.DataFrame:
@@ -315,9 +318,7 @@ class Cohort:
             raise KeyError(f"individuals not in cohort: {missing}")
         return pos
 
-    def split(
-        self, fractions: Sequence[float] = (0.8, 0.2), seed: int = 0
-    ) -> tuple[Cohort, ...]:
+    def split(self, fractions: Sequence[float] = (0.8, 0.2), seed: int = 0) -> tuple[Cohort, ...]:
         """Split by individual into disjoint cohorts of the given fractions (seeded)."""
         fr = np.asarray(fractions, dtype=float)
         if (fr <= 0).any() or not np.isclose(fr.sum(), 1.0):
@@ -366,6 +367,126 @@ class Cohort:
         ds[modality] = (ds[modality].dims, vals)
         ds[f"{modality}_mask"] = (ds[f"{modality}_mask"].dims, mask)
         return Cohort(ds)
+
+    # ------------------------------------------------------------------ combining
+    def summarise(
+        self,
+        modality: str,
+        how: str = "last",
+        at: float | None = None,
+        name: str | None = None,
+    ) -> Cohort:
+        """Add a static snapshot of a longitudinal modality.
+
+        Parameters
+        ----------
+        modality
+            A longitudinal modality.
+        how
+            ``"last"``, ``"first"``, ``"mean"``, ``"min"``, ``"max"`` (over observed
+            visits) or ``"count"`` (number of observations; a count feature).
+        at
+            Only use visits with ``visit_t <= at`` (days since reference), e.g. to
+            build a patient's state as known at a given time.
+        name
+            Name of the new static modality (default ``"<modality>_<how>"``).
+
+        Returns
+        -------
+        Cohort
+            A new cohort with the static modality added; individuals without any
+            observation of a feature have it masked.
+        """
+        self._check_modality(modality)
+        if not self._modalities[modality]["longitudinal"]:
+            raise ValueError(f"modality {modality!r} is static; summarise needs a longitudinal one")
+        reducers = ("last", "first", "mean", "min", "max", "count")
+        if how not in reducers:
+            raise ValueError(f"how must be one of {reducers}, got {how!r}")
+        name = name or f"{modality}_{how}"
+        if name in self._modalities:
+            raise ValueError(f"cohort already has a modality {name!r}")
+        vals = self.values(modality)
+        mask = self.mask(modality).copy()
+        if at is not None:
+            mask &= (self.times() <= at)[:, :, None]
+        feats = features_from_coords(self.data, modality)
+        out = _reduce_visits(vals, mask, how)
+        if how in ("mean", "min", "max"):
+            bad = [f.name for f in feats if f.type == "categorical"]
+            if bad:  # an average of category codes means nothing: use the last level
+                idx = [i for i, f in enumerate(feats) if f.type == "categorical"]
+                out[:, idx] = _reduce_visits(vals[:, :, idx], mask[:, :, idx], "last")
+        if how == "count":
+            feats = tuple(
+                FeatureSchema(**{**f.to_dict(), "type": "count", "unit": "", "levels": ()})
+                for f in feats
+            )
+        elif how == "mean":
+            feats = tuple(
+                FeatureSchema(**{**f.to_dict(), "type": "continuous"}) if f.type == "binary" else f
+                for f in feats
+            )
+        ds = self.data.copy(deep=False)
+        dim = f"{name}_feature"
+        ds = ds.assign_coords({k: v for k, v in feature_coords(name, feats).items()})
+        ds[name] = (("individual", dim), out)
+        ds[f"{name}_mask"] = (("individual", dim), ~np.isnan(out))
+        mods = {**self._modalities, name: {"longitudinal": False}}
+        return Cohort(ds.assign_attrs(twin_modalities=json.dumps(mods)))
+
+    def merge(self, other: Cohort) -> Cohort:
+        """Combine the modalities of two cohorts over the union of their individuals.
+
+        Modality names must differ.  At most one of the two may hold longitudinal
+        modalities.  Covariates present in both are taken from ``self`` where set.
+        Interventions of both are kept.
+        """
+        clash = set(self.modalities) & set(other.modalities)
+        if clash:
+            raise ValueError(f"both cohorts hold modalities {sorted(clash)}; rename one first")
+        if self.longitudinal_modalities and other.longitudinal_modalities:
+            raise ValueError(
+                "merging two cohorts that both hold longitudinal modalities is not supported"
+            )
+        ids = pd.Index(self.individuals).union(pd.Index(other.individuals), sort=False)
+        ids = np.array(ids, dtype=object)
+        first, second = (
+            (self, other)
+            if self.longitudinal_modalities or not other.longitudinal_modalities
+            else (other, self)
+        )
+        parts = [_reindex_individuals(c.data, ids) for c in (first, second)]
+        iv = pd.concat([self.interventions, other.interventions], ignore_index=True)
+        parts = [p.drop_dims("intervention", errors="ignore") for p in parts]
+        a, b = parts
+        if "visit" not in a.dims:
+            b_visit = b
+        else:
+            b_visit = b.drop_vars(["visit_t", "visit_time", "visit_mask"], errors="ignore")
+        # covariates and reference time: take the first's where set, else the second's
+        merged = xr.merge(
+            [
+                a,
+                b_visit.drop_vars(
+                    [v for v in b_visit.data_vars if v in a.data_vars], errors="ignore"
+                ),
+            ],
+            compat="override",
+            join="outer",
+            combine_attrs="override",
+        )
+        for v in a.data_vars:
+            if v in b_visit.data_vars and merged[v].dims == ("individual",):
+                av, bv = merged[v].values, b_visit[v].values
+                missing = pd.isna(av) | (av == "") if av.dtype == object else pd.isna(av)
+                merged[v] = ("individual", np.where(missing, bv, av))
+        ref = merged["reference_time"].values
+        iv_vars = intervention_vars(iv, pd.Series(ref, index=ids), pd.Index(ids))
+        merged = merged.assign(iv_vars)
+        mods = {**first._modalities, **second._modalities}
+        mods = {m: mods[m] for m in [*self.modalities, *other.modalities]}
+        return Cohort(merged.assign_attrs(twin_modalities=json.dumps(mods)))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -420,8 +541,7 @@ class Cohort:
             per = self.data["visit_mask"].values.sum(axis=1)
             lines.append(
                 f"  longitudinal modalities: up to {self.n_visits} visits per individual "
-                f"(median {int(np.median(per)) if len(per) else 0})"
-                + _time_span(self.data)
+                f"(median {int(np.median(per)) if len(per) else 0})" + _time_span(self.data)
             )
             for m in longi:
                 mask = self.mask(m)
@@ -464,3 +584,50 @@ def _trim_visits(ds: xr.Dataset, longitudinal: list[str]) -> xr.Dataset:
     ds = ds.assign(visit_mask=(("individual", "visit"), used))
     n_keep = int(used.any(axis=0).nonzero()[0].max() + 1) if used.any() else 0
     return ds.isel(visit=slice(0, n_keep))
+
+
+def _reduce_visits(vals: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
+    """Reduce (individual, visit, feature) over observed visits; NaN where none."""
+    any_obs = mask.any(axis=1)
+    if how == "count":
+        return mask.sum(axis=1).astype(np.float64)
+    if how in ("last", "first"):
+        v = vals.shape[1]
+        order = np.arange(v)[None, :, None]
+        if how == "last":
+            pos = np.where(mask, order, -1).max(axis=1)
+        else:
+            pos = np.where(mask, order, v).min(axis=1)
+        pos = np.clip(pos, 0, max(v - 1, 0))
+        picked = (
+            np.take_along_axis(vals, pos[:, None, :], axis=1)[:, 0, :]
+            if v
+            else np.full(any_obs.shape, np.nan)
+        )
+        return np.where(any_obs, picked, np.nan)
+    masked = np.where(mask, vals, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fn = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how]
+            out = fn(masked, axis=1) if vals.shape[1] else np.full(any_obs.shape, np.nan)
+    return np.where(any_obs, out, np.nan)
+
+
+def _reindex_individuals(ds: xr.Dataset, ids: np.ndarray) -> xr.Dataset:
+    """Reindex to ``ids``; new individuals are unobserved (masks False, strings empty)."""
+    fill: dict = {}
+    for v, da in ds.data_vars.items():
+        if "individual" not in da.dims:
+            continue
+        if da.dtype == bool:
+            fill[v] = False
+        elif da.dtype == object:
+            fill[v] = ""
+    out = ds.reindex(individual=ids, fill_value=fill)
+    for v, val in fill.items():  # reindex fills with NaN before casting; restore dtypes
+        if val is False:
+            out[v] = out[v].astype(bool)
+    return out
