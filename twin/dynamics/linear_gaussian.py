@@ -28,7 +28,6 @@ Van Loan construction suffers for large ``dt``.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -106,8 +105,7 @@ def discretize_lti(A: Tensor, Qc: Tensor, dt: Tensor) -> Discretization:
 
     Notes
     -----
-    Gaps are divided by ``2**k`` so that ``||A dt / 2**k||_1 <= 1`` (one ``k`` for
-    the whole batch), the Van Loan exponentials are taken at the reduced gap, and
+    Each gap is divided by ``2**k`` so that ``||A dt / 2**k||_1 <= 1``, the Van Loan exponentials are taken at the reduced gap, and
     the results are doubled ``k`` times with the exact semigroup identities
     ``F(2h) = F(h)^2``, ``Q(2h) = F(h) Q(h) F(h)^T + Q(h)`` and
     ``Gamma(2h) = Gamma(h) + F(h) Gamma(h)``.
@@ -120,13 +118,15 @@ def discretize_lti(A: Tensor, Qc: Tensor, dt: Tensor) -> Discretization:
         empty = A.new_zeros((*dt.shape, D, D))
         return Discretization(empty, empty.clone(), empty.clone())
     norm = torch.linalg.matrix_norm(A.detach(), ord=1)
-    scale = float(norm) * float(dt.detach().max())
-    k = 0 if scale <= _MAX_SCALED_NORM else math.ceil(math.log2(scale / _MAX_SCALED_NORM))
-    F, Q, Gamma = _van_loan(A, Qc, dt / 2.0**k)
-    for _ in range(k):
-        Q = F @ Q @ F.mT + Q
-        Gamma = Gamma + F @ Gamma
-        F = F @ F
+    scale = (norm * dt.detach()) / _MAX_SCALED_NORM
+    # Per-gap number of halvings, so a gap's result does not depend on the batch.
+    k = torch.where(scale > 1, torch.ceil(torch.log2(scale)), torch.zeros_like(scale))
+    F, Q, Gamma = _van_loan(A, Qc, dt / torch.exp2(k))
+    for j in range(int(k.max())):
+        active = (k > j)[..., None, None]
+        Q = torch.where(active, F @ Q @ F.mT + Q, Q)
+        Gamma = torch.where(active, Gamma + F @ Gamma, Gamma)
+        F = torch.where(active, F @ F, F)
     Q = 0.5 * (Q + Q.mT)
     zero = (dt == 0)[..., None, None]
     if bool(zero.any()):
