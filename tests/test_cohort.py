@@ -281,3 +281,10 @@ def test_non_numeric_value_in_numeric_feature_is_named() -> None:
     table.loc["y", "a"] = "n/a"
     with pytest.raises(ValueError, match=r"modality 'm' feature 'a'.*'n/a'"):
         Cohort.from_tables({"m": table}, feature_types={"m": {"a": "continuous", "b": "continuous"}})
+
+
+def test_lazy_top_level_names_resolve() -> None:
+    for name in twin._LAZY:
+        assert getattr(twin, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        twin.nope  # noqa: B018

@@ -1,7 +1,82 @@
-"""twin: probabilistic digital twins of patients and materials."""
+"""twin: probabilistic digital twins of patients and materials.
+
+Main entry points::
+
+    import twin
+    cohort = twin.read_fhir("bundles/")              # or twin.Cohort.from_tables({...})
+    model = twin.TwinModel(cohort.schema, latent_dim=16)
+    model.fit(cohort, seed=0)
+    twins = model.instantiate(cohort)
+    ds = twins.impute()
+
+Heavy dependencies (torch, Pyro, fhir.resources) load on first use of the names that
+need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from twin.cohort import Cohort, CohortSchema, FeatureSchema, ModalitySchema
 
 __version__ = "0.1.0"
 
-__all__ = ["Cohort", "CohortSchema", "FeatureSchema", "ModalitySchema", "__version__"]
+_LAZY = {
+    "read_fhir": "twin.io",
+    "TwinModel": "twin.model",
+    "ModalitySpec": "twin.model",
+    "TrainingConfig": "twin.model",
+    "Twins": "twin.twins",
+    "Scenario": "twin.scenario",
+    "Intervention": "twin.scenario",
+    "ScenarioError": "twin.scenario",
+    "read_table_cohort": "twin.io.tables",
+    "read_lesion_trials": "twin.io.tumor_growth",
+    "read_concrete": "twin.materials",
+    "read_nims": "twin.materials",
+    "ProcessGraph": "twin.materials",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twin.io import read_fhir
+    from twin.io.tables import read_table_cohort
+    from twin.io.tumor_growth import read_lesion_trials
+    from twin.materials import ProcessGraph, read_concrete, read_nims
+    from twin.model import ModalitySpec, TrainingConfig, TwinModel
+    from twin.scenario import Intervention, Scenario, ScenarioError
+    from twin.twins import Twins
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'twin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "Cohort",
+    "CohortSchema",
+    "FeatureSchema",
+    "Intervention",
+    "ModalitySchema",
+    "ModalitySpec",
+    "ProcessGraph",
+    "Scenario",
+    "ScenarioError",
+    "TrainingConfig",
+    "TwinModel",
+    "Twins",
+    "__version__",
+    "read_concrete",
+    "read_fhir",
+    "read_lesion_trials",
+    "read_nims",
+    "read_table_cohort",
+]

@@ -1,15 +1,50 @@
-"""``twin ingest``: FHIR records to a cohort file (implemented with twin.io.fhir)."""
+"""``twin ingest``: FHIR R4 records to a cohort file (implemented with twin.io.fhir)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 
 def ingest(
     path: Path = typer.Argument(..., help="FHIR bundle file, NDJSON file, or a folder of them."),
     output: Path = typer.Option(..., "-o", "--output", help="Cohort file to write (.nc)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    jobs: int = typer.Option(1, "-j", "--jobs", help="Worker processes (-1: all cores)."),
+    min_share: float = typer.Option(
+        0.05, "--min-share", help="Keep codes observed in at least this share of individuals."
+    ),
+    full_validation: bool = typer.Option(
+        False,
+        "--full-validation",
+        help="Validate each resource with a plain R4B model call "
+        "instead of the (equivalent, faster) memoised validation.",
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Read FHIR R4 records into a cohort and save it as NetCDF."""
-    raise typer.Exit(1)
+    from twin.io.fhir import FeatureSelection, FHIRIngestError
+    from twin.io.fhir import ingest as run_ingest
+
+    err = Console(stderr=True, soft_wrap=True)
+    if output.exists() and not overwrite:
+        err.print(f"[red]error:[/red] {output} exists; pass --overwrite to replace it")
+        raise typer.Exit(2)
+    try:
+        selection = FeatureSelection(min_share=min_share)
+        cohort, report = run_ingest(
+            path,
+            features=selection,
+            n_jobs=jobs,
+            validate="full" if full_validation else True,
+            progress=not quiet,
+        )
+    except (FileNotFoundError, FHIRIngestError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    cohort.save(output, overwrite=overwrite)
+    print(report.summary())
+    print(cohort)
+    print(f"wrote {output}")

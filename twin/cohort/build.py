@@ -344,15 +344,17 @@ def longitudinal_blocks(
                 feat_names.append(k)
         values = np.full((n, n_visits, len(feat_names)), np.nan)
         fpos = {f: i for i, f in enumerate(feat_names)}
-        rows_i = ind_pos.reindex(sub["individual"]).to_numpy()
-        rows_v = sub["visit"].to_numpy()
-        rows_f = sub["feature"].map(fpos).to_numpy()
+        rows_i = ind_pos.reindex(sub["individual"]).to_numpy(dtype=np.int64)
+        rows_v = sub["visit"].to_numpy(dtype=np.int64)
+        rows_f = sub["feature"].map(fpos).to_numpy(dtype=np.int64)
+        raw_values = sub["value"].to_numpy()
+        positions = pd.Series(np.arange(len(sub))).groupby(rows_f).indices  # feature -> rows
         codes = np.full(len(sub), np.nan)
         encoded_feats = []
-        for f in feat_names:
-            sel = (sub["feature"] == f).to_numpy()
-            col = pd.Series(sub["value"].to_numpy()[sel]).infer_objects()
-            feat = _feature_meta(f, col if sel.any() else None, info_map.get(f), mtypes.get(f))
+        for k, f in enumerate(feat_names):
+            sel = positions.get(k, np.zeros(0, dtype=np.int64))
+            col = pd.Series(raw_values[sel]).infer_objects()
+            feat = _feature_meta(f, col if len(sel) else None, info_map.get(f), mtypes.get(f))
             try:
                 vals, levels = encode_column(col, feat.type, feat.levels)
             except ValueError as exc:
