@@ -7,7 +7,7 @@ invariants and times the reads.
 
 Usage::
 
-    python benchmarks/materials_read.py                       # /work/shared/data/materials
+    python benchmarks/materials_read.py         # $TWIN_DATA/materials or ../shared/data/materials
     python benchmarks/materials_read.py --data DIR --out benchmarks/results/materials_read.json
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def _timed(func, *args, repeat: int = 3, **kwargs):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/materials")
+    default_data = Path(
+        os.environ.get("TWIN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
+    parser.add_argument("--data", default=str(default_data / "materials"))
     parser.add_argument("--out", default=None, help="write a JSON summary here")
     args = parser.parse_args()
     data = Path(args.data)
