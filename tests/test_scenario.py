@@ -109,8 +109,8 @@ def test_example_files_load():
     assert chemo[0].interventions[0].interval == 21.0 and not chemo[1].interventions
     concrete = load_scenarios(ROOT / "scenarios" / "concrete_wc_sweep.yaml")
     assert len(concrete) == 9
-    assert sorted({s.settings["water_cement"] for s in concrete}) == [0.35, 0.45, 0.55]
-    assert concrete[0].name == "wc0.35_T10" and concrete[0].horizon == 365.0
+    assert sorted({s.settings["water_cement_ratio"] for s in concrete}) == [0.35, 0.45, 0.55]
+    assert concrete[0].name == "wc0.35_fa0" and concrete[0].horizon == 365.0
 
 
 def test_repr_is_readable():

@@ -7,6 +7,7 @@ import typer
 from twin.cli.cohort_info import info
 from twin.cli.demo import demo
 from twin.cli.ingest import ingest
+from twin.cli.simulate import simulate
 
 app = typer.Typer(
     name="twin",
@@ -17,5 +18,6 @@ app = typer.Typer(
 app.command()(demo)
 app.command()(ingest)
 app.command()(info)
+app.command()(simulate)
 
 __all__ = ["app"]

@@ -226,6 +226,13 @@ class DynamicTwinModel:
         Torch CPU threads while fitting, filtering and forecasting (None: leave the
         setting alone). The per-step operations are tiny: one thread is fastest,
         and several threads on a busy machine can be an order of magnitude slower.
+    structure
+        Starting point of training. ``"generic"``: latent coordinates with decay
+        times spread over the data's time scales and a random emission.
+        ``"trend"``: the first ``2 F`` coordinates start as one level-and-trend
+        block per feature (a patient-specific level and slope, see
+        :func:`~twin.model.dynamic_module.build_dynamics`; needs ``latent_dim >= 2 F``),
+        the rest generic. Either way every parameter is then learned.
     """
 
     def __init__(
@@ -251,6 +258,7 @@ class DynamicTwinModel:
         device: str | torch.device = "auto",
         dtype: torch.dtype = torch.float64,
         num_threads: int | None = 1,
+        structure: str = "generic",
     ) -> None:
         if dynamics not in ("linear", "neural"):
             raise ValueError(f"dynamics must be 'linear' or 'neural', got {dynamics!r}")
@@ -304,6 +312,13 @@ class DynamicTwinModel:
         self.device = resolve_device(device)
         self.dtype = dtype
         self.num_threads = num_threads
+        if structure not in ("generic", "trend"):
+            raise ValueError(f"structure must be 'generic' or 'trend', got {structure!r}")
+        if structure == "trend" and self.latent_dim < 2 * len(self.features):
+            raise ValueError(
+                f"structure='trend' needs latent_dim >= 2 x {len(self.features)} features"
+            )
+        self.structure = structure
         self.transform: FeatureTransform | None = None
         self.context: ContextEncoding | None = None
         self.static_dim = 0
@@ -528,10 +543,16 @@ class DynamicTwinModel:
             dtype=self.dtype,
             device=self.device,
             neural=neural,
+            trend_blocks=self.n_features if self.structure == "trend" else 0,
         )
         emission = GaussianEmission(
             self.n_features, self.latent_dim, dtype=self.dtype, device=self.device
         )
+        if self.structure == "trend":
+            with torch.no_grad():
+                emission.H.mul_(0.1)
+                for f in range(self.n_features):
+                    emission.H[f, 2 * f] = 1.0
         initial = InitialStatePrior(
             self.latent_dim, self.context_dim, dtype=self.dtype, device=self.device
         )

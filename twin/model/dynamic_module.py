@@ -55,8 +55,18 @@ def build_dynamics(
     dtype: torch.dtype,
     device: torch.device,
     neural: dict | None = None,
+    trend_blocks: int = 0,
 ) -> nn.Module:
-    """A fresh stable linear (``kind="linear"``) or neural SDE with spread decay times."""
+    """A fresh stable linear (``kind="linear"``) or neural SDE with spread decay times.
+
+    ``trend_blocks`` pairs of coordinates ``(2k, 2k+1)`` start instead as slow
+    *level-and-trend* blocks: both decay on the longest time scale and are coupled
+    by a slow rotation ``A[2k, 2k+1] = -A[2k+1, 2k] = omega`` (``omega`` = 1 / longest
+    time scale), so that over a follow-up much shorter than ``1 / omega`` the first
+    coordinate moves linearly at a rate set by the second (``sin(omega t) ~ omega t``):
+    a patient-specific level and slope, as in a local linear trend model, within the
+    stable family.
+    """
     short, long = timescales
     linear = LinearGaussianDynamics(
         latent_dim, n_agents, drift="stable", dtype=dtype, device=device
@@ -73,6 +83,23 @@ def build_dynamics(
         )
         linear.rate_raw.copy_(_inverse_softplus((rates - floor).clamp_min(1e-9)))
         linear.diff_diag_raw.copy_(_inverse_softplus((0.5 * rates).sqrt()))
+        n_blocks = min(int(trend_blocks), latent_dim // 2)
+        if n_blocks:
+            omega = 1.0 / long
+            slow = 1.0 / (4.0 * long)
+            for k in range(n_blocks):
+                i, j = 2 * k, 2 * k + 1
+                linear.rate_raw[[i, j]] = _inverse_softplus(
+                    torch.tensor(slow, dtype=dtype, device=device)
+                )
+                linear.skew_raw[i, j] = omega
+                # level: diffusion of a slowly wandering level; trend: nearly fixed
+                linear.diff_diag_raw[i] = _inverse_softplus(
+                    torch.tensor(math.sqrt(0.05 / short), dtype=dtype, device=device)
+                )
+                linear.diff_diag_raw[j] = _inverse_softplus(
+                    torch.tensor(math.sqrt(0.01 / long), dtype=dtype, device=device)
+                )
     if kind == "linear":
         return linear
     if kind != "neural":

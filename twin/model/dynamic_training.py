@@ -2,11 +2,13 @@
 
 The objective is the exact marginal log-likelihood of every individual's observed
 sequence (the Kalman filter's ``log_likelihood``; assumed-density filtering for
-neural dynamics), plus the log density of any mechanistic effect priors (a MAP
-estimate), divided by the number of observations. It is maximised with Adam over
-mini-batches of individuals; a validation split of individuals (by individual,
-seeded) stops training when its per-observation log-likelihood has not improved for
-``patience`` epochs and the best parameters are restored. No sampling is involved
+neural dynamics), plus the log density of the parameter priors (effect priors, the
+input-matrix prior: a MAP estimate), divided by the number of observations. It is
+maximised with Adam over mini-batches of individuals; a validation split of
+individuals (by individual, seeded) stops training when the same objective on the
+validation individuals (their likelihood plus the prior at the same relative
+weight) has not improved for ``patience`` epochs, and the best parameters are
+restored. ``history.val_loss`` records the validation likelihood alone. No sampling is involved
 for linear dynamics, so Pyro is not needed here: the latent states are integrated
 out exactly.
 """
@@ -149,9 +151,12 @@ def train_dynamic(
         if n_val:
             with torch.no_grad():
                 vll, vn = batch_log_lik(val_idx)
+                # the objective on the validation individuals: their likelihood and the
+                # parameter prior at the same relative weight as in training
+                penalty = float(log_prior()) * len(val_idx) / len(train_idx)
             val_loss = float(-vll) / max(vn, 1)
             history.val_loss.append(val_loss)
-            monitored = val_loss
+            monitored = -(float(vll) + penalty) / max(vn, 1)
         else:
             monitored = train_loss
         if monitored < best - 1e-6:

@@ -94,7 +94,7 @@ class ModalityBlock(nn.Module):
             activation=spec.activation,
             dropout=spec.dropout,
             n_covariates=n_covariates,
-            bayesian_output=spec.bayesian_decoder,
+            weights=spec.decoder_weights,
         )
 
     @property

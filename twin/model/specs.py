@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from twin.nn.layers import WEIGHT_PRIORS
+
 #: Likelihood families, by feature type.  The first entry of each is the default.
 LIKELIHOODS: dict[str, tuple[str, ...]] = {
     "continuous": ("gaussian", "student_t"),
@@ -48,9 +50,13 @@ class ModalitySpec:
         Non-linearity of the MLPs (``elu``, ``silu``, ``tanh``, ``relu``).
     dropout
         Dropout rate inside the encoder and decoder MLPs while training.
-    bayesian_decoder
-        Give the decoder's output layer a posterior over its weights with an ARD prior
-        per feature (see :class:`twin.nn.MLPDecoder`) instead of point estimates.
+    decoder_weights
+        ``"ard"`` (default): the decoder's output layer has a posterior over its weights
+        with an ARD prior per feature, which shrinks loadings without support (no
+        imputation from spurious cross-modal correlations) and adds their uncertainty to
+        the predictive; ``"group_ard"``: also an ARD prior per latent dimension on the
+        first layer (modalities switch off dimensions they do not share; more
+        conservative); ``"point"``: point estimates.  See :class:`twin.nn.MLPDecoder`.
 
     Examples
     --------
@@ -67,7 +73,7 @@ class ModalitySpec:
     decoder_hidden: tuple[int, ...] = field(default=(128,))
     activation: str = "elu"
     dropout: float = 0.0
-    bayesian_decoder: bool = True
+    decoder_weights: str = "ard"
 
     def __post_init__(self) -> None:
         if self.kind not in MODALITY_KINDS:
@@ -80,6 +86,10 @@ class ModalitySpec:
         if self.counts not in LIKELIHOODS["count"]:
             raise ValueError(
                 f"count likelihood must be one of {LIKELIHOODS['count']}, got {self.counts!r}"
+            )
+        if self.decoder_weights not in WEIGHT_PRIORS:
+            raise ValueError(
+                f"decoder_weights must be one of {WEIGHT_PRIORS}, got {self.decoder_weights!r}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

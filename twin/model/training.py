@@ -231,7 +231,7 @@ def train(
                 batch = make_batch(train_data.take(rows), config, generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss = elbo.differentiable_loss(pyro_model.model, pyro_model.guide, batch, beta)
-                loss = loss + sum(b.decoder.kl() for b in module.blocks) / n
+                loss = loss + beta * sum(b.decoder.kl() for b in module.blocks) / n
                 if config.weight_prior_sd:
                     loss = loss + decoder_weight_penalty(module, config.weight_prior_sd) / n
                 loss.backward()

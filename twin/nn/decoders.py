@@ -57,11 +57,13 @@ class Decoder(nn.Module):
 class MLPDecoder(Decoder):
     """Multilayer perceptron on ``concat(z, covariates)``; ``hidden=()`` is linear.
 
-    With ``bayesian_output`` the output layer is a :class:`~twin.nn.layers.BayesianLinear`
-    (mean-field posterior over its weights, ARD prior per output): each feature's
-    loadings are shrunk by the evidence for them, like a ridge regression of the
-    feature on the last hidden layer whose penalty is learned, and the weights'
-    uncertainty enters the predictive.
+    ``weights`` (see :func:`twin.nn.layers.mlp`): ``"point"`` estimates; ``"ard"``: the
+    output layer is a :class:`~twin.nn.layers.BayesianLinear` (mean-field posterior over
+    its weights) with an ARD prior per feature, so each feature's loadings are shrunk by
+    the evidence for them (like a ridge regression whose penalty is learned) and their
+    uncertainty enters the predictive; ``"group_ard"``: also the first layer, with an
+    ARD prior per latent dimension, so a modality can switch off the dimensions it does
+    not use (as in group factor analysis).
     """
 
     family = "mlp"
@@ -74,12 +76,12 @@ class MLPDecoder(Decoder):
         activation: str = "elu",
         dropout: float = 0.0,
         n_covariates: int = 0,
-        bayesian_output: bool = False,
+        weights: str = "point",
     ):
         super().__init__(latent_dim, n_outputs, n_covariates)
         self.activation = activation
         self.net = mlp(
-            latent_dim + self.n_covariates, hidden, n_outputs, activation, dropout, bayesian_output
+            latent_dim + self.n_covariates, hidden, n_outputs, activation, dropout, weights
         )
 
     def forward(self, z: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:

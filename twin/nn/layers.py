@@ -19,31 +19,47 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+#: Treatments of an MLP's weights (see :func:`mlp`).
+WEIGHT_PRIORS = ("point", "ard", "group_ard")
+
+
 def mlp(
     n_in: int,
     hidden: Sequence[int],
     n_out: int,
     activation: str = "elu",
     dropout: float = 0.0,
-    bayesian_output: bool = False,
+    weights: str = "point",
 ) -> nn.Sequential:
     """A plain multilayer perceptron ``Linear -> act -> dropout -> ... -> Linear``.
 
-    With ``hidden=()`` it is a single linear map; with ``bayesian_output`` the last layer
-    is a :class:`BayesianLinear`.  Only linear layers, an activation from
+    With ``hidden=()`` it is a single linear map.  ``weights`` chooses the treatment of
+    the weights: ``"point"`` (plain ``Linear``), ``"ard"`` (the last layer is a
+    :class:`BayesianLinear` with an ARD prior per output: which outputs are
+    predictable) or ``"group_ard"`` (additionally the first layer with an ARD prior per
+    input: which inputs matter).  Only linear layers, an activation from
     :data:`ACTIVATIONS` and ``Dropout`` appear, so the forward pass is easy to replay
     elsewhere (see :mod:`twin.model.jax_export`).
     """
+    if weights not in WEIGHT_PRIORS:
+        raise ValueError(f"weights must be one of {WEIGHT_PRIORS}, got {weights!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     width = n_in
-    for h in hidden:
-        layers += [nn.Linear(width, int(h)), ACTIVATIONS[activation]()]
+    for i, h in enumerate(hidden):
+        first = weights == "group_ard" and i == 0
+        layers += [
+            BayesianLinear(width, int(h), ard="input") if first else nn.Linear(width, int(h)),
+            ACTIVATIONS[activation](),
+        ]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = int(h)
-    layers.append(BayesianLinear(width, n_out) if bayesian_output else nn.Linear(width, n_out))
+    bayesian_last = weights == "ard" or (weights == "group_ard" and hidden)
+    layers.append(BayesianLinear(width, n_out) if bayesian_last else nn.Linear(width, n_out))
+    if weights == "group_ard" and not hidden:  # one layer: ARD per input (latent dimension)
+        layers[-1] = BayesianLinear(width, n_out, ard="input")
     return nn.Sequential(*layers)
 
 
@@ -58,20 +74,25 @@ def linear_layers(net: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]]
 class BayesianLinear(nn.Module):
     """Linear layer with a mean-field Gaussian posterior over its weights and an ARD prior.
 
-    ``q(W_jk) = N(loc_jk, scale_jk^2)``; prior ``W_jk ~ N(0, s_j^2)`` with one prior
-    variance per output ``j`` set to its empirical-Bayes optimum
-    ``s_j^2 = mean_k(loc_jk^2 + scale_jk^2)`` (automatic relevance determination:
-    outputs without support in the data get small ``s_j`` and their weights shrink to
-    0).  The bias is a point estimate.  While sampling, the output is drawn with the
-    local reparameterisation trick (``N(x loc^T + b, x^2 (scale^2)^T)`` per row), which
-    is exact for every entry's marginal and has low gradient variance; otherwise the
-    posterior-mean weights are used.  Sampling is on while :attr:`sample_weights` is
-    True (set by training and by predictive draws, see :func:`weight_sampling`).
-    :meth:`kl` is ``KL(q(W) || p(W))`` at the optimal prior variances.
+    ``q(W_jk) = N(loc_jk, scale_jk^2)`` for output ``j`` and input ``k``; the prior is
+    ``N(0, s_g^2)`` with one variance per group ``g``: per output row
+    (``ard="output"``: a feature's loadings) or per input column (``ard="input"``: one
+    latent dimension's effect on the whole modality, as in group factor analysis).
+    Each prior variance sits at its empirical-Bayes optimum (the mean of
+    ``loc^2 + scale^2`` over the group), so groups without support in the data shrink
+    to 0 (automatic relevance determination).  The bias is a point estimate.
+
+    While :attr:`sample_weights` is True (training, predictive draws; see
+    :func:`weight_sampling`) the output is drawn with the local reparameterisation trick
+    (``N(x loc^T + b, x^2 (scale^2)^T)`` per row), exact for every entry's marginal;
+    otherwise the posterior-mean weights are used.  :meth:`kl` is ``KL(q(W) || p(W))``.
     """
 
-    def __init__(self, n_in: int, n_out: int, init_scale: float = 0.02):
+    def __init__(self, n_in: int, n_out: int, ard: str = "output", init_scale: float = 0.02):
         super().__init__()
+        if ard not in ("output", "input"):
+            raise ValueError("ard must be 'output' or 'input'")
+        self.ard = ard
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(n_out))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -86,8 +107,9 @@ class BayesianLinear(nn.Module):
 
     @property
     def prior_var(self) -> torch.Tensor:
-        """Empirical-Bayes prior variance per output, ``(n_out,)``."""
-        return (self.weight**2 + self.weight_scale**2).mean(dim=1)
+        """Empirical-Bayes prior variance per group (``(n_out,)`` or ``(n_in,)``)."""
+        second_moment = self.weight**2 + self.weight_scale**2
+        return second_moment.mean(dim=1 if self.ard == "output" else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = F.linear(x, self.weight, self.bias)
@@ -97,8 +119,8 @@ class BayesianLinear(nn.Module):
         return mean + torch.sqrt(var + 1e-12) * torch.randn_like(mean)
 
     def kl(self) -> torch.Tensor:
-        n_in = self.weight.shape[1]
-        return 0.5 * (n_in * torch.log(self.prior_var).sum() - 2 * self.log_weight_scale.sum())
+        group_size = self.weight.shape[1] if self.ard == "output" else self.weight.shape[0]
+        return 0.5 * (group_size * torch.log(self.prior_var).sum() - 2 * self.log_weight_scale.sum())
 
 
 @contextlib.contextmanager

@@ -1,0 +1,152 @@
+"""Exact filtering through the DynamicTwinModel / DynamicTwins API against a NumPy Kalman filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from dynamic_sim import M0, P0, QC, A, B, C, H, R, b, discretize, simulate_cohort
+
+from twin.cohort.window import first_observations, observations_before
+from twin.model.dynamic_model import DynamicTwinModel
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_cohort(8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(cohort):
+    return DynamicTwinModel.from_matrices(
+        cohort.schema, A=A, H=H, R=R, m0=M0, P0=P0, Qc=QC, B=B, b=b, c=C, agents=["drug"]
+    )
+
+
+def numpy_filter(cohort, individual: str):
+    """Textbook covariance-form filter of one individual, splitting gaps at the drug start."""
+    i = list(cohort.individuals).index(individual)
+    t = cohort.times()[i]
+    y = cohort.values("labs")[i]
+    mask = cohort.mask("labs")[i]
+    keep = mask.any(-1)
+    t, y, mask = t[keep], y[keep], mask[keep]
+    iv = cohort.interventions
+    starts = iv.loc[iv["individual"] == individual, "start_t"].to_numpy()
+    start = starts[0] if len(starts) else np.inf
+    m, P = M0.copy(), P0.copy()
+    ll = 0.0
+    for k in range(len(t)):
+        if k > 0:
+            cuts = [t[k - 1], *([start] if t[k - 1] < start < t[k] else []), t[k]]
+            for a, c in zip(cuts[:-1], cuts[1:], strict=True):
+                F, Q, G = discretize(A, QC, c - a)
+                u = 1.0 if a >= start else 0.0
+                m = F @ m + G @ (B[:, 0] * u + b)
+                P = F @ P @ F.T + Q
+        o = mask[k]
+        Ho, yo = H[o], y[k][o] - C[o]
+        S = Ho @ P @ Ho.T + np.diag(R[o])
+        K = P @ Ho.T @ np.linalg.inv(S)
+        r = yo - Ho @ m
+        ll += -0.5 * (
+            o.sum() * np.log(2 * np.pi) + np.linalg.slogdet(S)[1] + r @ np.linalg.solve(S, r)
+        )
+        m = m + K @ r
+        P = (np.eye(2) - K @ Ho) @ P
+    return m, P, ll, t[-1]
+
+
+def test_instantiate_matches_a_numpy_kalman_filter(cohort, model):
+    twins = model.instantiate(cohort)
+    lls = model.log_likelihood(cohort)
+    treated = set(cohort.interventions["individual"])
+    assert treated and treated != set(cohort.individuals)  # both kinds are checked
+    for i, pid in enumerate(cohort.individuals):
+        m, P, ll, t_last = numpy_filter(cohort, pid)
+        np.testing.assert_allclose(twins.mean[i].numpy(), m, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(twins.cov[i].numpy(), P, rtol=1e-8, atol=1e-10)
+        assert twins.time[i] == t_last
+        assert lls[pid] == pytest.approx(ll, rel=1e-9)
+
+
+def test_update_with_no_new_data_is_a_no_op(cohort, model):
+    twins = model.instantiate(cohort)
+    again = twins.update(cohort)  # same record: nothing after the current times
+    assert torch.equal(again.mean, twins.mean)
+    assert torch.equal(again.cov, twins.cov)
+    np.testing.assert_array_equal(again.time, twins.time)
+    assert again.history.n_observations == twins.history.n_observations
+
+
+def test_sequential_updates_equal_filtering_the_whole_record(cohort, model):
+    full = model.instantiate(cohort)
+    step = model.instantiate(first_observations(cohort, 2, "labs"))
+    assert (step.time < full.time).all()
+    step = step.update(first_observations(cohort, 4, "labs")).update(cohort)
+    np.testing.assert_allclose(step.mean.numpy(), full.mean.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(step.cov.numpy(), full.cov.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(step.time, full.time)
+    assert step.history.n_observations == full.history.n_observations
+
+
+def test_update_refines_only_the_given_individuals(cohort, model):
+    early = model.instantiate(first_observations(cohort, 2, "labs"))
+    some = cohort.select(list(cohort.individuals[:3]))
+    upd = early.update(some)
+    assert not torch.equal(upd.mean[:3], early.mean[:3])
+    assert torch.equal(upd.mean[3:], early.mean[3:])
+    with pytest.raises(KeyError, match="not among the twins"):
+        early.update(simulate_cohort(2, seed=99).select([0]).data.pipe(_rename))
+
+
+def _rename(ds):
+    import twin
+
+    return twin.Cohort(ds.assign_coords(individual=["stranger"]))
+
+
+def test_forecast_future_is_exact_and_past_is_smoothed_consistently(cohort, model):
+    history = observations_before(cohort, 100.0)
+    twins = model.instantiate(history)
+    future = twins.time[:, None] + np.array([[10.0, 50.0]])
+    fc = twins.forecast(future)
+    # the same future times, asked together with a past time, go through the smoother
+    both = twins.forecast(np.concatenate([np.zeros((len(twins), 1)), future], axis=1))
+    for name in ("y1", "y2"):
+        np.testing.assert_allclose(both[name].values[:, 1:], fc[name].values, rtol=1e-8)
+        np.testing.assert_allclose(
+            both[f"{name}_sd"].values[:, 1:], fc[f"{name}_sd"].values, rtol=1e-7
+        )
+    # the exact one-gap prediction from the current posterior (no drug change inside)
+    i = 0
+    dt = 10.0
+    F, Q, G = discretize(A, QC, dt)
+    treated = cohort.individuals[i] in set(cohort.interventions["individual"])
+    u = 1.0 if treated and twins.time[i] >= 30.0 else 0.0
+    m = F @ twins.mean[i].numpy() + G @ (B[:, 0] * u + b)
+    P = F @ twins.cov[i].numpy() @ F.T + Q
+    if treated and twins.time[i] < 30.0 < twins.time[i] + dt:
+        pytest.skip("drug starts inside the gap")
+    mean = H @ m + C
+    sd = np.sqrt(np.diag(H @ P @ H.T) + R)
+    assert fc["y1"].values[i, 0] == pytest.approx(mean[0], rel=1e-9)
+    assert fc["y2_sd"].values[i, 0] == pytest.approx(sd[1], rel=1e-9)
+    # 90 % interval of a Gaussian feature: mean -+ 1.645 sd
+    assert fc["y1_q95"].values[i, 0] == pytest.approx(mean[0] + 1.6448536 * sd[0], rel=1e-6)
+    # relative_to="last" is the same request
+    rel = twins.forecast([10.0, 50.0], relative_to="last")
+    np.testing.assert_allclose(rel["y1"].values, fc["y1"].values)
+
+
+def test_smoothed_history_interpolates_observations(cohort, model):
+    twins = model.instantiate(cohort)
+    i = 0
+    obs = twins.observations()
+    obs = obs[(obs["individual"] == cohort.individuals[i]) & (obs["feature"] == "y1")]
+    times = obs["t"].to_numpy()
+    fc = twins[[i]].forecast(times, noise=False)
+    # the smoothed signal lies within the noise of the observations it interpolates
+    assert np.all(np.abs(fc["y1"].values[0] - obs["value"].to_numpy()) < 4 * np.sqrt(R[0]))
+    before = twins[[i]].forecast([times[0] - 5.0])
+    assert np.isnan(before["y1"].values).all()  # before the first observation: no prior there

@@ -1,0 +1,608 @@
+"""Property twins of materials: predict every property of a batch from what is known of it.
+
+:class:`PropertyTwinModel` wraps the static population model (:class:`twin.TwinModel`)
+for the materials question "given how this batch was made (and perhaps a few of its
+measured properties), what are all its properties, with calibrated intervals?":
+
+* **inputs** are the processing / composition (/ structure) modalities, **outputs**
+  the property modalities; a :class:`~twin.materials.ProcessGraph` (given, or the one
+  the cohort carries) must allow every input to inform every output;
+* the twin is one joint latent model of inputs and outputs, so a prediction from the
+  inputs alone and an *update* from inputs plus some measured properties are the same
+  operation: the measured properties are observed features of the output modality
+  (feature-level masks), the others are imputed;
+* predictions are vectorised over candidates: thousands of candidate settings (a
+  ``DataFrame``, one row each) are encoded, sampled and summarised in one batched pass
+  on the model's device.
+
+Derived inputs (binder, water/cement ratio) are recomputed from their components with
+:class:`~twin.materials_twins.derived.DerivedFeatures` whenever candidates are given
+as a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from twin.cohort import Cohort
+from twin.materials.ages import feature_age
+from twin.materials.graph import GRAPH_ATTR, ProcessGraph
+from twin.materials_twins.derived import DerivedFeatures, SettingError
+from twin.model import ModalitySpec, TwinModel
+from twin.model.data import ObservedData
+from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
+
+__all__ = ["DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
+
+Inputs = Cohort | pd.DataFrame | Mapping[str, Any]
+Observed = pd.DataFrame | Mapping[str, Any] | Sequence[str] | str | None
+
+#: Network of every modality unless ``specs`` says otherwise: two hidden layers of 256.
+DEFAULT_SPEC = ModalitySpec(encoder_hidden=(256, 256), decoder_hidden=(256, 256))
+
+#: Training settings used unless :meth:`PropertyTwinModel.fit` overrides them.  Chosen
+#: by cross-validation inside the training folds of ``benchmarks/materials.py``.
+DEFAULT_TRAINING: dict[str, Any] = {"epochs": 1500, "patience": 100, "modality_dropout": 0.5}
+
+
+class PropertyTwinModel:
+    """A twin of a material's properties given its composition and processing.
+
+    Parameters
+    ----------
+    inputs
+        Input modalities (composition, processing, structure), e.g. ``["mix"]``.
+    outputs
+        Output (property) modalities, e.g. ``["strength_at_age"]``.
+    latent_dim
+        Dimension of the shared latent state.
+    specs
+        ``{modality: ModalitySpec}`` overriding ``default_spec``.
+    default_spec
+        Network and likelihood of the other modalities (:data:`DEFAULT_SPEC`).
+    derived
+        Derived input features, recomputed from their components for candidates
+        given as tables (e.g. :data:`~twin.materials_twins.derived.CONCRETE_DERIVED`).
+    graph
+        Process graph checked at :meth:`fit`; default: the graph the training cohort
+        carries (``twin_process_graph``), if any.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+    num_threads
+        Torch CPU threads while the model computes (see :class:`twin.TwinModel`).
+
+    Examples
+    --------
+    >>> from twin.datasets import concrete_csv_path                     # doctest: +SKIP
+    >>> from twin.materials import read_concrete, strength_at_ages      # doctest: +SKIP
+    >>> from twin.materials_twins import CONCRETE_DERIVED               # doctest: +SKIP
+    >>> cohort = strength_at_ages(read_concrete(concrete_csv_path()))  # doctest: +SKIP
+    >>> model = PropertyTwinModel(["mix"], ["strength_at_age"],
+    ...                           derived=CONCRETE_DERIVED).fit(cohort)  # doctest: +SKIP
+    >>> model.predict(mixes)["q05"].sel(property="fc_28d")             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        *,
+        latent_dim: int = 8,
+        specs: Mapping[str, ModalitySpec] | None = None,
+        default_spec: ModalitySpec | None = None,
+        derived: DerivedFeatures | None = None,
+        graph: ProcessGraph | None = None,
+        device: str | torch.device = "auto",
+        num_threads: int | None = 1,
+    ):
+        self.inputs = [str(m) for m in inputs]
+        self.outputs = [str(m) for m in outputs]
+        if not self.inputs or not self.outputs:
+            raise ValueError("a property twin needs at least one input and one output modality")
+        both = set(self.inputs) & set(self.outputs)
+        if both:
+            raise ValueError(f"modalities {sorted(both)} are listed as both inputs and outputs")
+        if len(set(self.inputs + self.outputs)) != len(self.inputs) + len(self.outputs):
+            raise ValueError("a modality is listed twice")
+        self.latent_dim = int(latent_dim)
+        self.specs = dict(specs or {})
+        self.default_spec = default_spec or DEFAULT_SPEC
+        self.derived = derived or DerivedFeatures()
+        self.graph = graph
+        self.device = device
+        self.num_threads = num_threads
+        self.model: TwinModel | None = None
+        self.input_stats: pd.DataFrame | None = None
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None
+
+    def _require_fitted(self) -> TwinModel:
+        if self.model is None:
+            raise RuntimeError("the property twin is not fitted yet; call .fit(cohort) first")
+        return self.model
+
+    def _features(self, modalities: Sequence[str]) -> list[tuple[str, str]]:
+        model = self._require_fitted()
+        return [(m, f) for m in modalities for f in model.schema[m].feature_names]
+
+    def _label(self, modality: str, feature: str) -> str:
+        model = self._require_fitted()
+        count = sum(feature in model.schema[m].feature_names for m in self.inputs + self.outputs)
+        return feature if count == 1 else f"{modality}.{feature}"
+
+    @property
+    def input_names(self) -> list[str]:
+        """Input feature labels (the feature name; ``modality.feature`` if ambiguous)."""
+        return [self._label(m, f) for m, f in self._features(self.inputs)]
+
+    @property
+    def property_names(self) -> list[str]:
+        """Output feature labels, the ``property`` coordinate of predictions."""
+        return [self._label(m, f) for m, f in self._features(self.outputs)]
+
+    @property
+    def settable_inputs(self) -> list[str]:
+        """Inputs a setting may name: base inputs and derived ones that adjust a base input."""
+        return [
+            n
+            for n in self.input_names
+            if n not in self.derived or self.derived[n].adjusts is not None
+        ]
+
+    @property
+    def base_inputs(self) -> list[str]:
+        """Inputs that are not derived from others (the free components of a design)."""
+        return self.derived.base_inputs(self.input_names)
+
+    def units(self, names: Sequence[str] | None = None) -> dict[str, str]:
+        """Unit of every input and property label."""
+        model = self._require_fitted()
+        out = {}
+        for m, f in self._features(self.inputs + self.outputs):
+            out[self._label(m, f)] = model.schema[m].feature(f).unit
+        return out if names is None else {n: out[n] for n in names}
+
+    def age_features(self) -> dict[str, float]:
+        """Output labels that name an age (``fc_28d`` → 28.0), for :meth:`curve`."""
+        ages = {}
+        for n in self.property_names:
+            try:
+                ages[n] = feature_age(n.split(".")[-1])
+            except ValueError:
+                continue
+        return ages
+
+    # ------------------------------------------------------------------ fitting
+    def check_graph(self, graph: ProcessGraph) -> None:
+        """Refuse inputs that may not inform every output according to ``graph``.
+
+        Raises
+        ------
+        ValueError
+            Naming each (input, output) pair the graph does not allow.
+        """
+        missing = [m for m in self.inputs + self.outputs if m not in graph.modalities]
+        if missing:
+            raise ValueError(f"the process graph has no modalities {missing}: {graph.modalities}")
+        bad = [(i, o) for i in self.inputs for o in self.outputs if not graph.informs(i, o)]
+        if bad:
+            text = ", ".join(f"{i} -> {o}" for i, o in bad)
+            raise ValueError(
+                f"the process graph does not let {text} (input -> output) inform; a property twin "
+                "predicts outputs from inputs upstream of them"
+            )
+
+    def fit(
+        self, cohort: Cohort, *, seed: int = 0, progress: bool = False, **training: Any
+    ) -> PropertyTwinModel:
+        """Train the twin on ``cohort`` (from scratch).
+
+        Parameters
+        ----------
+        cohort
+            Training cohort holding the input and output modalities (static).
+        seed
+            Seed of initialisation, training and validation split.
+        progress
+            Show a progress bar.
+        training
+            :class:`twin.TrainingConfig` fields overriding :data:`DEFAULT_TRAINING`.
+
+        Returns
+        -------
+        PropertyTwinModel
+            ``self``, fitted.
+        """
+        for m in self.inputs + self.outputs:
+            if m not in cohort.modalities:
+                raise KeyError(f"the cohort has no modality {m!r}; modalities: {cohort.modalities}")
+            if m in cohort.longitudinal_modalities:
+                raise ValueError(
+                    f"modality {m!r} is longitudinal; a property twin needs static modalities "
+                    "(for a property over age use twin.materials.strength_at_ages)"
+                )
+        graph = self.graph
+        if graph is None and GRAPH_ATTR in cohort.data.attrs:
+            graph = ProcessGraph.from_cohort(cohort)
+        if graph is not None:
+            self.check_graph(graph)
+        self.graph = graph
+        model = TwinModel(
+            cohort.schema,
+            self.latent_dim,
+            modalities=self.inputs + self.outputs,
+            specs={m: s for m, s in self.specs.items() if m in self.inputs + self.outputs},
+            default_spec=self.default_spec,
+            device=self.device,
+            num_threads=self.num_threads,
+        )
+        model.fit(cohort, seed=seed, progress=progress, **{**DEFAULT_TRAINING, **training})
+        self.model = model
+        frame = self.input_frame(cohort)
+        self.input_stats = pd.DataFrame(
+            {
+                "mean": frame.mean(),
+                "sd": frame.std(ddof=1),
+                "min": frame.min(),
+                "max": frame.max(),
+                "unit": pd.Series(self.units(self.input_names)),
+            }
+        )
+        return self
+
+    # ------------------------------------------------------------------ tables
+    def input_frame(self, cohort: Cohort) -> pd.DataFrame:
+        """The input features of a cohort as a table (NaN where unobserved)."""
+        return self._frame(cohort, self.inputs)
+
+    def output_frame(self, cohort: Cohort) -> pd.DataFrame:
+        """The measured output features of a cohort as a table (NaN where unobserved)."""
+        return self._frame(cohort, self.outputs)
+
+    def _frame(self, cohort: Cohort, modalities: Sequence[str]) -> pd.DataFrame:
+        model = self._require_fitted()
+        cols = {}
+        for m in modalities:
+            names = model.schema[m].feature_names
+            if m in cohort.modalities:
+                have = list(cohort.features(m)["name"])
+                vals = np.where(cohort.mask(m), cohort.values(m), np.nan)
+                for f in names:
+                    cols[self._label(m, f)] = vals[:, have.index(f)] if f in have else np.nan
+            else:
+                for f in names:
+                    cols[self._label(m, f)] = np.nan
+        return pd.DataFrame(cols, index=pd.Index(cohort.individuals.astype(str), name="individual"))
+
+    def complete_inputs(self, frame: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+        """Candidate inputs as a full input table: derived features recomputed, others NaN.
+
+        Raises
+        ------
+        SettingError
+            For a column that is not an input of the model (an output column is named
+            as such: pass measured outputs as ``observed``).
+        """
+        self._require_fitted()
+        frame = pd.DataFrame(frame).copy()
+        frame.columns = [str(c) for c in frame.columns]
+        unknown = [c for c in frame.columns if c not in self.input_names]
+        if unknown:
+            outputs = [c for c in unknown if c in self.property_names]
+            hint = f"; {outputs} are outputs: pass them as `observed`" if outputs else ""
+            raise SettingError(
+                f"unknown input(s) {unknown}; the model's inputs are {self.input_names}{hint}"
+            )
+        frame = self.derived.apply_to_frame(frame.astype(float))
+        return frame.reindex(columns=self.input_names)
+
+    # ------------------------------------------------------------------ data
+    def _arrays(
+        self, inputs: Inputs, observed: Observed
+    ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+        """Ids, the input table and the observed-output table (NaN where unobserved)."""
+        model = self._require_fitted()
+        if isinstance(inputs, Cohort):
+            model.prepare(inputs)  # refuses features described differently (unit, type)
+            ids = inputs.individuals.astype(str)
+            x = self.input_frame(inputs)
+            measured = self.output_frame(inputs)
+        else:
+            frame = pd.DataFrame(inputs)
+            ids = np.asarray([str(i) for i in frame.index], dtype=object)
+            x = self.complete_inputs(frame)
+            measured = None
+        x.index = pd.Index(ids, name="individual")
+        y = pd.DataFrame(np.nan, index=x.index, columns=self.property_names)
+        if observed is None:
+            pass
+        elif isinstance(observed, str | list | tuple):
+            if observed == "all":
+                names = list(self.property_names)
+            else:
+                names = [observed] if isinstance(observed, str) else list(observed)
+            unknown = [n for n in names if n not in self.property_names]
+            if unknown:
+                raise KeyError(f"unknown properties {unknown}; properties: {self.property_names}")
+            if measured is None:
+                raise ValueError(
+                    "observed as a list of names needs a Cohort as inputs; pass a table of "
+                    "measured values instead"
+                )
+            y[names] = measured[names].to_numpy()
+        else:
+            table = pd.DataFrame(observed)
+            table.columns = [str(c) for c in table.columns]
+            unknown = [c for c in table.columns if c not in self.property_names]
+            if unknown:
+                raise KeyError(f"unknown properties {unknown}; properties: {self.property_names}")
+            if len(table) != len(y):
+                raise ValueError(f"observed has {len(table)} rows for {len(y)} inputs")
+            y[list(table.columns)] = table.to_numpy(dtype=float)
+        return ids, x, y
+
+    def _observed_data(self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame) -> ObservedData:
+        model = self._require_fitted()
+        values, masks = {}, {}
+        for modalities, table in ((self.inputs, x), (self.outputs, y)):
+            for m in modalities:
+                labels = [self._label(m, f) for f in model.schema[m].feature_names]
+                arr = table[labels].to_numpy(dtype=np.float64)
+                ok = np.isfinite(arr)
+                values[m] = torch.from_numpy(np.where(ok, arr, 0.0).astype(np.float32))
+                masks[m] = torch.from_numpy(ok)
+        cov = torch.from_numpy(
+            model.covariate_encoder.transform(pd.DataFrame(index=range(len(ids))))
+        )
+        return ObservedData(np.asarray(ids, dtype=object), values, masks, cov).to(model.device)
+
+    def twins(self, inputs: Inputs, observed: Observed = None, *, refine_steps: int = 0) -> Twins:
+        """Twins of the candidates (or individuals) conditioned on inputs and observed outputs.
+
+        Parameters
+        ----------
+        inputs
+            A :class:`~twin.Cohort` holding the input modalities, or a table / mapping
+            with one column per input feature (:attr:`input_names`; derived features
+            are recomputed from their components; NaN = unknown).
+        observed
+            Measured outputs: ``None`` (none), a table / mapping of property columns
+            aligned with ``inputs`` (NaN = not measured), or, for a cohort, the names
+            of the properties to take from it (``"all"``: every measured one).
+        refine_steps
+            Per-individual refinement of the posterior (see :meth:`twin.TwinModel.instantiate`).
+        """
+        return self._build(inputs, observed, refine_steps)[0]
+
+    def _build(
+        self, inputs: Inputs, observed: Observed, refine_steps: int
+    ) -> tuple[Twins, pd.DataFrame]:
+        model = self._require_fitted()
+        ids, x, y = self._arrays(inputs, observed)
+        data = self._observed_data(ids, x, y)
+        loc, tril = model.posterior(data, refine_steps=refine_steps)
+        return Twins(model, data, loc, tril, refine_steps=refine_steps), x
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        inputs: Inputs,
+        observed: Observed = None,
+        *,
+        n_draws: int = 500,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+        seed: int = 0,
+        refine_steps: int = 0,
+    ) -> xr.Dataset:
+        """Predictive distribution of every property, vectorised over candidates.
+
+        Parameters
+        ----------
+        inputs, observed, refine_steps
+            See :meth:`twins`.
+        n_draws
+            Posterior predictive draws per candidate.
+        quantiles
+            Quantile levels; the default gives the 90 % interval ``q05``–``q95``.
+        seed
+            Seed of the draws.
+
+        Returns
+        -------
+        xarray.Dataset
+            On ``(individual, property)``: ``mean``, ``sd``, one ``qNN`` per quantile
+            level, ``observed`` (True where the value was measured and is returned as
+            is); on ``(individual, input)``: ``inputs``, the input values used
+            (derived features recomputed).  Coordinates ``unit`` and ``modality`` on
+            ``property``.
+        """
+        twins, x = self._build(inputs, observed, refine_steps)
+        ids = twins.individuals.astype(str)
+        imp = twins.impute(n_draws=n_draws, quantiles=quantiles, seed=seed)
+        names = [quantile_suffix(float(q)) for q in quantiles]
+        stats = {"mean": "", "sd": "_sd", **{n: f"_{n}" for n in names}, "observed": "_observed"}
+        out = {}
+        for key, suffix in stats.items():
+            parts = [imp[f"{m}{suffix}"].values for m in self.outputs]
+            out[key] = (("individual", "property"), np.concatenate(parts, axis=1))
+        out["inputs"] = (("individual", "input"), x.to_numpy(dtype=float))
+        units = self.units()
+        return xr.Dataset(
+            out,
+            coords={
+                "individual": ("individual", ids),
+                "property": ("property", np.array(self.property_names, dtype=object)),
+                "input": ("input", np.array(self.input_names, dtype=object)),
+                "unit": (
+                    "property",
+                    np.array([units[p] for p in self.property_names], dtype=object),
+                ),
+                "modality": (
+                    "property",
+                    np.array([m for m, _ in self._features(self.outputs)], dtype=object),
+                ),
+            },
+            attrs={
+                "n_draws": int(n_draws),
+                "seed": int(seed),
+                "quantiles": [float(q) for q in quantiles],
+                "refine_steps": int(refine_steps),
+            },
+        )
+
+    def sample(
+        self,
+        inputs: Inputs,
+        observed: Observed = None,
+        *,
+        n_draws: int = 200,
+        seed: int = 0,
+        refine_steps: int = 0,
+    ) -> xr.DataArray:
+        """Joint posterior predictive draws of the properties: ``(draw, individual, property)``.
+
+        Measured properties hold their measured value in every draw.
+        """
+        twins = self.twins(inputs, observed, refine_steps=refine_steps)
+        draws = twins.sample(n_draws=n_draws, seed=seed, keep_observed=True)
+        arr = np.concatenate([draws[m].values for m in self.outputs], axis=-1)
+        return xr.DataArray(
+            arr,
+            dims=("draw", "individual", "property"),
+            coords={
+                "draw": np.arange(n_draws),
+                "individual": twins.individuals.astype(str),
+                "property": np.array(self.property_names, dtype=object),
+            },
+            name="draws",
+        )
+
+    def probability(
+        self,
+        inputs: Inputs,
+        target: Mapping[str, float | tuple[str, float]],
+        observed: Observed = None,
+        *,
+        n_draws: int = 1000,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Probability that every target is met, per candidate (from joint draws).
+
+        ``target`` maps property labels to a threshold (``>=``) or an
+        ``(operator, threshold)`` pair with operator ``">="`` or ``"<="``.
+        """
+        draws = self.sample(inputs, observed, n_draws=n_draws, seed=seed)
+        return probability_from_draws(draws, target)
+
+    def curve(
+        self,
+        inputs: Inputs,
+        ages: Sequence[float],
+        observed: Observed = None,
+        *,
+        n_draws: int = 500,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+        seed: int = 0,
+        refine_steps: int = 0,
+    ) -> xr.Dataset:
+        """A property over age between and beyond the model's canonical ages.
+
+        Every joint predictive draw at the canonical ages (``fc_3d`` ... ``fc_365d``) is
+        interpolated linearly in log-age, so each draw stays a plausible curve and the
+        mean and quantiles at an age between two test ages come from the same draws
+        (a measured age passes through its measurement).  Ages outside the canonical
+        range are extrapolated linearly in log-age from the two nearest canonical ages
+        (flagged by ``extrapolated``; values floored at 0).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``mean``, ``sd`` and ``qNN`` on ``(individual, age)``; coordinate
+            ``extrapolated`` on ``age``.
+        """
+        from twin.materials_twins.curves import interpolate_log_age
+
+        age_map = self.age_features()
+        if len(age_map) < 2:
+            raise ValueError(
+                "curve needs at least two output features named by age (fc_28d, ...); "
+                f"the properties are {self.property_names}"
+            )
+        grid = np.asarray([float(a) for a in ages])
+        if grid.ndim != 1 or grid.size == 0 or (grid <= 0).any() or not np.isfinite(grid).all():
+            raise ValueError(f"ages must be positive and finite, got {list(ages)}")
+        draws = self.sample(inputs, observed, n_draws=n_draws, seed=seed, refine_steps=refine_steps)
+        names = sorted(age_map, key=age_map.get)
+        known = np.asarray([age_map[n] for n in names])
+        values = draws.sel(property=names).values  # (S, N, K)
+        curves = interpolate_log_age(known, values, grid)  # (S, N, A)
+        qs = [float(q) for q in quantiles]
+        data = {
+            "mean": (("individual", "age"), curves.mean(0)),
+            "sd": (("individual", "age"), curves.std(0, ddof=1)),
+        }
+        for q, n in zip(qs, (quantile_suffix(q) for q in qs), strict=True):
+            data[n] = (("individual", "age"), np.quantile(curves, q, axis=0))
+        return xr.Dataset(
+            data,
+            coords={
+                "individual": draws["individual"].values,
+                "age": ("age", grid),
+                "extrapolated": ("age", (grid < known[0]) | (grid > known[-1])),
+            },
+            attrs={"n_draws": int(n_draws), "seed": int(seed), "quantiles": qs},
+        )
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return (
+            f"<twin.PropertyTwinModel: {' + '.join(self.inputs)} -> {' + '.join(self.outputs)}, "
+            f"latent_dim {self.latent_dim}, {state}>"
+        )
+
+
+def probability_from_draws(
+    draws: xr.DataArray, target: Mapping[str, float | tuple[str, float]]
+) -> np.ndarray:
+    """Share of joint draws meeting every target: ``(individual,)``.
+
+    Parameters
+    ----------
+    draws
+        ``(draw, individual, property)`` from :meth:`PropertyTwinModel.sample`.
+    target
+        ``{property: threshold}`` (``>=``) or ``{property: (">=" | "<=", threshold)}``.
+    """
+    if not target:
+        raise ValueError("give at least one target")
+    ok = np.ones(draws.shape[:2], dtype=bool)
+    props = list(draws["property"].values)
+    for name, spec in target.items():
+        if name not in props:
+            raise KeyError(f"unknown target property {name!r}; properties: {props}")
+        op, value = parse_target(spec, name)
+        x = draws.sel(property=name).values
+        ok &= x >= value if op == ">=" else x <= value
+    return ok.mean(axis=0)
+
+
+def parse_target(spec: float | tuple[str, float], name: str = "target") -> tuple[str, float]:
+    """``40`` → ``(">=", 40.0)``; ``("<=", 5)`` → ``("<=", 5.0)``."""
+    if isinstance(spec, tuple | list):
+        if len(spec) != 2 or spec[0] not in (">=", "<="):
+            raise ValueError(f"{name}: a target is a number or ('>=' | '<=', number), got {spec!r}")
+        op, value = spec[0], float(spec[1])
+    else:
+        op, value = ">=", float(spec)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: the target must be finite, got {value}")
+    return op, value

@@ -1,0 +1,144 @@
+"""Plots of longitudinal twins: observations, forecasts and uncertainty bands per scenario."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from twin.dynamic_twins import DynamicTwins
+
+__all__ = ["plot_simulation", "plot_twin"]
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=(7, 4))
+    return ax
+
+
+def _band_quantiles(level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError("level must be in (0, 1)")
+    return (1 - level) / 2, (1 + level) / 2
+
+
+def plot_twin(
+    twins: DynamicTwins,
+    individual: Any,
+    feature: str,
+    *,
+    scenarios: Any = None,
+    result: xr.Dataset | None = None,
+    horizon: float | None = None,
+    n_points: int = 100,
+    n_draws: int = 200,
+    seed: int = 0,
+    level: float = 0.9,
+    ax: Axes | None = None,
+) -> Axes:
+    """One twin's observations, its forecast (or scenario simulations) and bands.
+
+    Without ``scenarios``/``result``: the posterior predictive from the first
+    observation to ``horizon`` days after the current time (smoothed over the
+    record, forecast beyond it), median line and a ``level`` band. With
+    ``scenarios`` (simulated here) or a ``result`` of :func:`twin.simulation.simulate_twins`:
+    one median line and band per scenario.
+
+    Parameters
+    ----------
+    twins
+        :class:`~twin.dynamic_twins.DynamicTwins`.
+    individual
+        Id or position of the twin.
+    feature
+        Modelled feature name.
+    horizon
+        Days of forecast after the current time (default: a quarter of the
+        observed span, at least 30 days).
+    level
+        Credible level of the bands.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Observations are a scatter (a ``PathCollection``), each band a
+        ``fill_between`` (``PolyCollection``), medians are lines.
+    """
+    if feature not in twins.feature_names:
+        raise KeyError(f"{feature!r} is not a modelled feature: {twins.feature_names}")
+    one = twins[[individual]] if not isinstance(individual, list) else twins[individual]
+    if len(one) != 1:
+        raise ValueError("plot_twin draws one individual")
+    ax = _axes(ax)
+    pid = str(one.individuals[0])
+    unit = _unit(twins, feature)
+    obs = one.observations()
+    obs = obs[obs["feature"] == feature]
+    lo_q, hi_q = _band_quantiles(level)
+    if scenarios is not None and result is None:
+        result = one.simulate(scenarios, n_draws=n_draws, seed=seed, progress=False)
+    if result is None:
+        start = float(one.prior_time[0])
+        now = float(one.time[0])
+        span = max(now - start, 1.0)
+        horizon = horizon if horizon is not None else max(span / 4, 30.0)
+        times = np.linspace(start, now + horizon, n_points)
+        fc = one.forecast(times, quantiles=(lo_q, 0.5, hi_q))
+        from twin.dynamic_twins import quantile_name
+
+        lo = fc[f"{feature}_{quantile_name(lo_q)}"].values[0]
+        hi = fc[f"{feature}_{quantile_name(hi_q)}"].values[0]
+        med = fc[f"{feature}_q50"].values[0]
+        ax.fill_between(times, lo, hi, alpha=0.25, label=f"{level:.0%} predictive band")
+        ax.plot(times, med, label="median")
+        ax.axvline(now, color="grey", linestyle=":", linewidth=1, label="current time")
+    else:
+        plot_simulation(result, pid, feature, level=level, ax=ax)
+    ax.scatter(obs["t"], obs["value"], color="black", s=14, zorder=3, label="observed")
+    ax.set_xlabel("days since reference")
+    ax.set_ylabel(f"{feature} [{unit}]" if unit else feature)
+    ax.set_title(pid)
+    ax.legend(loc="best", fontsize="small")
+    return ax
+
+
+def plot_simulation(
+    result: xr.Dataset,
+    individual: Any,
+    feature: str,
+    *,
+    scenarios: Sequence[str] | None = None,
+    level: float = 0.9,
+    ax: Axes | None = None,
+) -> Axes:
+    """Median and ``level`` band of each scenario of a simulation, for one individual."""
+    ax = _axes(ax)
+    lo_q, hi_q = _band_quantiles(level)
+    sel = result.sel(individual=individual, feature=feature)
+    t = sel["t"].values
+    names = list(scenarios) if scenarios is not None else list(result["scenario"].values)
+    for name in names:
+        x = sel["value"].sel(scenario=name)
+        q = x.quantile([lo_q, 0.5, hi_q], dim="draw").values
+        ax.fill_between(t, q[0], q[2], alpha=0.2)
+        ax.plot(t, q[1], label=f"{name} (median, {level:.0%} band)")
+    ax.set_xlabel("days since reference")
+    ax.set_ylabel(feature)
+    return ax
+
+
+def _unit(twins: DynamicTwins, feature: str) -> str:
+    model = twins.model
+    for (m, f), name in zip(model.features, model.feature_names, strict=True):
+        if name == feature:
+            return model.schema[m].feature(f).unit
+    return ""
