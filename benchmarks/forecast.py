@@ -34,7 +34,7 @@ Model settings were chosen on an inner split of the *training* patients only
 (75/25, seed 1), comparing forecast MAE of a few candidates (Synthea: one joint model
 of the three targets vs one model per target, latent dimension, initial structure;
 lesions: transform offset, latent dimension, arm encodings, exposure kernel); see
-``CONFIG`` below and benchmarks/README.md.
+``CONFIG`` below and docs/longitudinal.md.
 
 Usage::
 
@@ -104,6 +104,22 @@ CONFIG = {
 def data_root() -> Path:
     """``$TWIN_DATA`` or the shared data folder beside the repository."""
     return Path(os.environ.get("TWIN_DATA", REPO.parent / "shared" / "data"))
+
+
+def paired_bootstrap(
+    err_a: np.ndarray, err_b: np.ndarray, groups: np.ndarray | None, seed: int, n: int = 2000
+) -> list[float]:
+    """90 % bootstrap interval of ``mean(err_a) - mean(err_b)``, resampling patients (groups)."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        groups = np.arange(len(err_a))
+    uniq, inv = np.unique(groups, return_inverse=True)
+    sa = np.bincount(inv, weights=err_a, minlength=len(uniq))
+    sb = np.bincount(inv, weights=err_b, minlength=len(uniq))
+    cnt = np.bincount(inv, minlength=len(uniq)).astype(float)
+    idx = rng.integers(0, len(uniq), size=(n, len(uniq)))
+    diff = (sa[idx].sum(1) - sb[idx].sum(1)) / cnt[idx].sum(1)
+    return [float(x) for x in np.quantile(diff, [0.05, 0.95])]
 
 
 # ---------------------------------------------------------------------- Synthea
@@ -182,6 +198,9 @@ def run_synthea(args: argparse.Namespace) -> dict:
         }
         best = min(base, key=base.get)
         mae = float(np.mean(np.abs(med - y)))
+        diff_ci = paired_bootstrap(
+            np.abs(med - y), np.abs(tg[best].to_numpy(dtype=float) - y), None, args.seed
+        )
         results[code] = {
             "name": name,
             "n_patients": len(y),
@@ -193,6 +212,7 @@ def run_synthea(args: argparse.Namespace) -> dict:
             "best_baseline": best,
             "beats_best_baseline": bool(mae < base[best]),
             "relative_to_best": mae / base[best],
+            "mae_difference_vs_best_interval_90": diff_ci,
             "unit": str(fc[code].attrs.get("units", "")),
             "epochs_run": len(model.history.train_loss),
             "best_epoch": model.history.best_epoch,
@@ -283,6 +303,8 @@ def forecast_scores(model, test: twin.Cohort, k: int) -> dict:
     lo, hi = fc["diameter_q05"].values, fc["diameter_q95"].values
     mae = float(np.abs(med - Y)[ok].mean())
     lvcf = float(np.abs(last[:, None] - Y)[ok].mean())
+    patient = np.broadcast_to(np.arange(len(Y))[:, None], Y.shape)[ok]
+    diff_ci = paired_bootstrap(np.abs(med - Y)[ok], np.abs(last[:, None] - Y)[ok], patient, seed=0)
     return {
         "k": k,
         "n_patients": int(keep.sum()),
@@ -292,6 +314,7 @@ def forecast_scores(model, test: twin.Cohort, k: int) -> dict:
         "lvcf_mae": lvcf,
         "exp_fit_mae": float(np.abs(exponential_fit(history, T) - Y)[ok].mean()),
         "relative_to_lvcf": mae / lvcf,
+        "mae_difference_vs_lvcf_interval_90": diff_ci,
         "coverage_90": float(((Y >= lo) & (Y <= hi))[ok].mean()),
         "interval_width_90": float((hi - lo)[ok].mean()),
     }
@@ -478,7 +501,9 @@ def print_summary(results: dict) -> None:
             print(
                 f"{r['name']:<12} {r['n_patients']:>4} {r['twin_mae']:>8.3f} {b['last']:>8.3f} "
                 f"{b['mean']:>8.3f} {b['trend']:>8.3f} {r['coverage_90']:>6.2f}  "
-                f"{'yes' if r['beats_best_baseline'] else 'no'} ({r['relative_to_best']:.3f} x best)"
+                f"{'yes' if r['beats_best_baseline'] else 'no'} ({r['relative_to_best']:.3f} x best; "
+                f"difference 90% CI {r['mae_difference_vs_best_interval_90'][0]:+.3f} to "
+                f"{r['mae_difference_vs_best_interval_90'][1]:+.3f})"
             )
     if "lesions" in results:
         les = results["lesions"]
@@ -488,7 +513,9 @@ def print_summary(results: dict) -> None:
                 print(
                     f"{label:<20} k={r['k']} twin {r['twin_mae']:.2f}  LVCF {r['lvcf_mae']:.2f} "
                     f"({r['relative_to_lvcf']:.3f} x)  exp fit {r['exp_fit_mae']:.1f}  "
-                    f"coverage {r['coverage_90']:.3f}  width {r['interval_width_90']:.1f}"
+                    f"coverage {r['coverage_90']:.3f}  width {r['interval_width_90']:.1f}  "
+                    f"diff vs LVCF 90% CI {r['mae_difference_vs_lvcf_interval_90'][0]:+.2f} to "
+                    f"{r['mae_difference_vs_lvcf_interval_90'][1]:+.2f}"
                 )
         print("update curve (same target, readings added by update):")
         for st in les["update_curve"]["stages"]:

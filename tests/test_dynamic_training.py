@@ -106,9 +106,9 @@ def test_fitting_is_reproducible_with_a_seed(data):
 
 
 def test_a_mechanistic_prior_pulls_the_learned_effect():
-    few = simulate_cohort(40, seed=11, treated_share=0.15)
+    few = simulate_cohort(30, seed=11, treated_share=0.2)
     spec = {"drug": {"feature": "y1", "mean": 6.0, "sd": 0.2, "at": 90}}
-    fit = {**FIT, "epochs": 60}
+    fit = {**FIT, "epochs": 50}
     plain = DynamicTwinModel(few.schema, latent_dim=2).fit(few, **fit)
     prior = DynamicTwinModel(few.schema, latent_dim=2, prior_effects=spec).fit(few, **fit)
     e_plain = plain.effects(horizons=(90.0,)).set_index("feature").loc["y1", "effect"]
@@ -173,3 +173,47 @@ def test_neural_dynamics_behind_the_same_interface(data):
     scen = twin.Scenario(name="none", horizon=30, step=15)
     res = twins.simulate(scen, n_draws=4, seed=0, progress=False)
     assert res["value"].shape == (5, 1, 4, 3, 2) and np.isfinite(res["value"].values).all()
+
+
+class StubStaticTwins:
+    def __init__(self, cohort):
+        n = len(cohort)
+        rng = np.random.default_rng(0)
+        self.individuals = cohort.individuals
+        self.loc = torch.as_tensor(rng.normal(size=(n, 3)))
+        self.covariance = 0.1 * torch.eye(3).expand(n, 3, 3)
+
+
+class StubStaticModel:
+    """Stands in for a fitted static TwinModel: posterior mean and covariance per individual."""
+
+    latent_dim = 3
+
+    def instantiate(self, cohort):
+        return StubStaticTwins(cohort)
+
+
+def test_covariates_and_a_static_posterior_enter_the_initial_state(data, tmp_path):
+    train, test = data
+    small = train.select(slice(0, 30))
+    cov = small.covariates.assign(age=np.linspace(20, 80, 30), sex=["f", "m"] * 15)
+    with_cov = twin.Cohort(
+        small.data.assign(
+            covariate_age=("individual", cov["age"].to_numpy()),
+            covariate_sex=("individual", cov["sex"].to_numpy().astype(object)),
+        )
+    )
+    model = DynamicTwinModel(
+        with_cov.schema, latent_dim=2, covariates=["age", "sex"], static_model=StubStaticModel()
+    )
+    model.fit(with_cov, epochs=3, progress=False)
+    assert model.context.columns == ["age", "sex=f", "sex=m"] and model.context_dim == 6
+    m0, P0 = model.initial_prior(with_cov)
+    assert m0.shape == (30, 2) and not torch.allclose(m0[0], m0[1])
+    path = model.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="static_model"):
+        DynamicTwinModel.load(path)
+    again = DynamicTwinModel.load(path, static_model=StubStaticModel())
+    np.testing.assert_allclose(again.initial_prior(with_cov)[0], m0)
+    with pytest.raises(ValueError, match="covariate 'age'"):
+        model.instantiate(small)

@@ -36,6 +36,9 @@ _LAZY = {
     "read_concrete": "twin.materials",
     "read_nims": "twin.materials",
     "ProcessGraph": "twin.materials",
+    "PropertyTwinModel": "twin.materials_twins",
+    "DynamicTwinModel": "twin.model.dynamic_model",
+    "DynamicTwins": "twin.dynamic_twins",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from twin.io.tables import read_table_cohort
     from twin.io.tumor_growth import read_lesion_trials
     from twin.materials import ProcessGraph, read_concrete, read_nims
+    from twin.dynamic_twins import DynamicTwins
+    from twin.materials_twins import PropertyTwinModel
+    from twin.model.dynamic_model import DynamicTwinModel
     from twin.model import ModalitySpec, TrainingConfig, TwinModel
     from twin.scenario import Intervention, Scenario, ScenarioError
     from twin.twins import Twins
@@ -63,11 +69,14 @@ def __dir__() -> list[str]:
 __all__ = [
     "Cohort",
     "CohortSchema",
+    "DynamicTwinModel",
+    "DynamicTwins",
     "FeatureSchema",
     "Intervention",
     "ModalitySchema",
     "ModalitySpec",
     "ProcessGraph",
+    "PropertyTwinModel",
     "Scenario",
     "ScenarioError",
     "TrainingConfig",

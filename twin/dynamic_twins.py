@@ -398,7 +398,7 @@ class DynamicTwins:
             "t": (("individual", "time"), absolute),
         }
         ref = self.reference_time
-        if np.issubdtype(ref.dtype, np.datetime64):
+        if np.issubdtype(ref.dtype, np.datetime64) and not np.isnat(ref).all():
             dates = ref[:, None] + (absolute * 86400e9).astype("timedelta64[ns]")
             coords["date"] = (("individual", "time"), dates)
         data_vars = {}

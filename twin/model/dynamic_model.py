@@ -81,6 +81,10 @@ if TYPE_CHECKING:  # the twins layer sits above the model layer
 
 __all__ = ["DynamicTwinModel"]
 
+#: Largest input matrix (latent_dim x agents entries) whose exact posterior is computed
+#: after training (one backward pass per entry).
+MAX_INPUT_POSTERIOR = 512
+
 #: Keys of a per-agent exposure description (``agent_exposure``).
 EXPOSURE_KEYS = ("kernel", "half_life", "duration", "delay")
 
@@ -708,9 +712,16 @@ class DynamicTwinModel:
                     epochs=int(self.neural.get("epochs", 100)),
                     progress=progress,
                 )
-        if module.linear.B.numel():
+        k = module.linear.B.numel()
+        if 0 < k <= MAX_INPUT_POSTERIOR:
             module.B_cov.copy_(
                 self._input_posterior_cov(make_loglik(module.linear, 0), log_prior, len(cohort))
+            )
+        elif k:
+            warnings.warn(
+                f"the input matrix has {k} entries (> {MAX_INPUT_POSTERIOR}); its posterior "
+                "covariance is not computed and simulations use its point estimate",
+                stacklevel=3,
             )
         module.eval()
         for p in module.parameters():
