@@ -42,14 +42,14 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from twin.dynamic_twins import DynamicTwins
     from twin.io import read_fhir
     from twin.io.tables import read_table_cohort
     from twin.io.tumor_growth import read_lesion_trials
     from twin.materials import ProcessGraph, read_concrete, read_nims
-    from twin.dynamic_twins import DynamicTwins
     from twin.materials_twins import PropertyTwinModel
-    from twin.model.dynamic_model import DynamicTwinModel
     from twin.model import ModalitySpec, TrainingConfig, TwinModel
+    from twin.model.dynamic_model import DynamicTwinModel
     from twin.scenario import Intervention, Scenario, ScenarioError
     from twin.twins import Twins
 
