@@ -192,7 +192,7 @@ class Twins:
             coords.update(self._feature_coords(m))
             pred = summary[m]
             obs = self.data.masks[m].cpu().numpy()
-            vals = self.data.values[m].double().cpu().numpy()
+            vals = self.data.exact_values(m)
             data_vars[m] = (dims, np.where(obs, vals, pred.mean))
             data_vars[f"{m}_sd"] = (dims, np.where(obs, 0.0, pred.sd))
             for k, name in enumerate(names):
@@ -247,7 +247,7 @@ class Twins:
             obs = self.data.masks[m].cpu().numpy()
             x = draws[m]
             if keep_observed:
-                x = np.where(obs, self.data.values[m].double().cpu().numpy(), x)
+                x = np.where(obs, self.data.exact_values(m), x)
             data_vars[m] = (("draw", "individual", f"{m}_feature"), x)
             data_vars[f"{m}_observed"] = (("individual", f"{m}_feature"), obs)
         return xr.Dataset(data_vars, coords=coords, attrs={"seed": int(seed)})

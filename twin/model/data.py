@@ -11,7 +11,7 @@ what differs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -27,12 +27,15 @@ class ObservedData:
 
     ``values[m]`` is ``(N, F_m)`` float32 with unobserved entries set to 0 (never read
     without ``masks[m]``), ``masks[m]`` ``(N, F_m)`` bool, ``covariates`` ``(N, C)``.
+    ``exact[m]`` keeps the observed values in float64 (NaN where unobserved), so that
+    outputs return them bit for bit.
     """
 
     individuals: np.ndarray
     values: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     covariates: torch.Tensor
+    exact: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.individuals)
@@ -43,6 +46,7 @@ class ObservedData:
             {m: v.to(device) for m, v in self.values.items()},
             {m: v.to(device) for m, v in self.masks.items()},
             self.covariates.to(device),
+            self.exact,
         )
 
     def take(self, rows: torch.Tensor | np.ndarray) -> ObservedData:
@@ -50,16 +54,26 @@ class ObservedData:
         idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         dev = self.covariates.device
         idx_dev = idx.to(dev)
+        rows_np = idx.numpy()
         return ObservedData(
-            self.individuals[idx.numpy()],
+            self.individuals[rows_np],
             {m: v[idx_dev] for m, v in self.values.items()},
             {m: v[idx_dev] for m, v in self.masks.items()},
             self.covariates[idx_dev],
+            {m: v[rows_np] for m, v in self.exact.items()},
         )
 
     def with_masks(self, masks: dict[str, torch.Tensor]) -> ObservedData:
         """Same values with other masks (used for modality dropout and held-out scoring)."""
-        return ObservedData(self.individuals, self.values, masks, self.covariates)
+        exact = {m: np.where(masks[m].cpu().numpy(), v, np.nan) for m, v in self.exact.items()}
+        return ObservedData(self.individuals, self.values, masks, self.covariates, exact)
+
+    def exact_values(self, modality: str) -> np.ndarray:
+        """Observed values ``(N, F)`` in float64, NaN where unobserved."""
+        if modality in self.exact:
+            return self.exact[modality]
+        mask = self.masks[modality].cpu().numpy()
+        return np.where(mask, self.values[modality].double().cpu().numpy(), np.nan)
 
     def present(self, modality: str) -> torch.Tensor:
         """``(N,)`` bool: whether any feature of ``modality`` is observed."""
@@ -86,22 +100,23 @@ def align_cohort(
     cohort_schema = cohort.schema
     values: dict[str, torch.Tensor] = {}
     masks: dict[str, torch.Tensor] = {}
+    exact: dict[str, np.ndarray] = {}
     for mod in schema:
         f = mod.n_features
-        v = np.zeros((n, f), dtype=np.float32)
+        v = np.full((n, f), np.nan)
         k = np.zeros((n, f), dtype=bool)
         if mod.name in cohort_schema:
             theirs = cohort_schema[mod.name]
             positions = _check_modality(mod, theirs)
             mask = cohort.mask(mod.name)
-            vals = cohort.values(mod.name)
             k[:, positions] = mask
-            v[:, positions] = np.where(mask, vals, 0.0).astype(np.float32)
-        values[mod.name] = torch.from_numpy(v)
+            v[:, positions] = np.where(mask, cohort.values(mod.name), np.nan)
+        values[mod.name] = torch.from_numpy(np.where(k, v, 0.0).astype(np.float32))
         masks[mod.name] = torch.from_numpy(k)
+        exact[mod.name] = v
     cov_table = cohort.covariates if covariates.names else pd.DataFrame(index=range(n))
     cov = torch.from_numpy(covariates.transform(cov_table))
-    return ObservedData(np.asarray(cohort.individuals, dtype=object), values, masks, cov)
+    return ObservedData(np.asarray(cohort.individuals, dtype=object), values, masks, cov, exact)
 
 
 def _check_modality(mine: ModalitySchema, theirs: ModalitySchema) -> np.ndarray:

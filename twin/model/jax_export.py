@@ -22,7 +22,11 @@ from twin.model.likelihoods import CategoricalHead, LikelihoodHead, NegativeBino
 
 
 def _head_params(head: LikelihoodHead) -> dict:
-    p: dict = {"family": head.family, "index": head.index.cpu().numpy()}
+    p: dict = {
+        "family": head.family,
+        "index": head.index.cpu().numpy(),
+        "n_outputs": head.n_outputs,
+    }
     if head.family in ("gaussian", "student_t"):
         p["center"] = head.center.cpu().numpy()
         p["scale"] = head.scale.cpu().numpy()
@@ -44,11 +48,21 @@ def export_model(model) -> dict:
     Returns
     -------
     dict
-        ``{"latent_dim": d, "modalities": {name: {"decoder": {...}, "heads": [...]}}}``
-        where decoders are described by :meth:`twin.nn.Decoder.export`.
+        ``{"latent_dim": d, "latent_shift": (d,), "latent_scale": (d,),
+        "expert_temperature": {name: tau}, "modalities": {name: {"decoder": {...},
+        "heads": [...]}}}``; decoders are described by :meth:`twin.nn.Decoder.export`
+        and take ``latent_shift + latent_scale * z`` as input.
     """
     module = model._require_fitted()
-    out: dict = {"latent_dim": module.latent_dim, "modalities": {}}
+    out: dict = {
+        "latent_dim": module.latent_dim,
+        "latent_shift": module.latent_shift.cpu().numpy().astype(np.float64),
+        "latent_scale": module.latent_scale.cpu().numpy().astype(np.float64),
+        "expert_temperature": dict(
+            zip(module.names, module.expert_temperature.tolist(), strict=True)
+        ),
+        "modalities": {},
+    }
     for name, block in module.items():
         out["modalities"][name] = {
             "decoder": block.decoder.export(),
@@ -131,6 +145,7 @@ def make_log_likelihood(
     values: Mapping[str, np.ndarray],
     masks: Mapping[str, np.ndarray],
     covariates: np.ndarray | None = None,
+    tempered: bool = False,
 ) -> Callable:
     """``z -> log p(x_observed | z)`` for one individual, as a pure JAX function.
 
@@ -143,6 +158,8 @@ def make_log_likelihood(
         and bool mask, aligned to the model's schema.
     covariates
         The individual's encoded covariates ``(C,)``.
+    tempered
+        Multiply each modality's log-likelihood by its expert temperature.
     """
     import jax.numpy as jnp
 
@@ -150,18 +167,22 @@ def make_log_likelihood(
         None if covariates is None or not len(covariates) else jnp.asarray(covariates, jnp.float32)
     )
     mods = exported["modalities"]
+    shift = jnp.asarray(exported["latent_shift"], jnp.float32)
+    scale = jnp.asarray(exported["latent_scale"], jnp.float32)
 
     def log_likelihood(z):
         total = 0.0
+        z_net = shift + scale * z
         for name, spec in mods.items():
             if not np.asarray(masks[name]).any():
                 continue
-            x = z if not spec["n_covariates"] else jnp.concatenate([z, cov])
+            x = z_net if not spec["n_covariates"] else jnp.concatenate([z_net, cov])
             raw = _decoder_forward(spec["decoder"], x)
+            tau = exported["expert_temperature"][name] if tempered else 1.0
             start = 0
             for head in spec["heads"]:
-                width = _head_width(head)
-                total = total + _head_log_prob(
+                width = int(head["n_outputs"])
+                total = total + tau * _head_log_prob(
                     head,
                     raw[start : start + width],
                     np.asarray(values[name]),
@@ -171,13 +192,6 @@ def make_log_likelihood(
         return total
 
     return log_likelihood
-
-
-def _head_width(head: Mapping) -> int:
-    if head["family"] == "categorical":
-        gather = head["gather"]
-        return int(gather.max())  # the pad column index equals the number of outputs
-    return int(len(head["index"]))
 
 
 def torch_log_likelihood(model, data, z: np.ndarray) -> np.ndarray:

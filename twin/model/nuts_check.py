@@ -104,8 +104,10 @@ def nuts_posterior(
 ) -> np.ndarray:
     """NUTS draws ``(num_samples, latent_dim)`` of ``z`` for one individual of ``cohort``.
 
-    The target is ``N(z; 0, I) * p(x_observed | z)`` with the decoders evaluated as pure
-    JAX functions of the exported weights.  The chain starts at ``init`` (default: the
+    The target is ``N(z; 0, I) * prod_m p(x_m,observed | z) ** tau_m`` with the decoders
+    evaluated as pure JAX functions of the exported (posterior-mean) weights and
+    ``tau_m`` the calibrated expert temperatures (1 unless calibration tempered the
+    experts; the amortised and refined posteriors target the same tempered posterior).  The chain starts at ``init`` (default: the
     prior mean 0, independent of the encoders being checked).
     """
     import jax
@@ -118,7 +120,7 @@ def nuts_posterior(
     exported = export_model(model)
     values = {m: v[0].numpy() for m, v in data.values.items()}
     masks = {m: k[0].numpy() for m, k in data.masks.items()}
-    loglik = make_log_likelihood(exported, values, masks, data.covariates[0].numpy())
+    loglik = make_log_likelihood(exported, values, masks, data.covariates[0].numpy(), tempered=True)
     d = exported["latent_dim"]
 
     def numpyro_model():
@@ -144,6 +146,7 @@ def compare_with_nuts(
     seed: int = 0,
     refine_steps: int = 0,
     covariance: str = "full",
+    nuts_samples: np.ndarray | None = None,
 ) -> NutsComparison:
     """Compare the amortised (and refined) posterior of ``z`` with NUTS for one individual.
 
@@ -159,6 +162,9 @@ def compare_with_nuts(
         NUTS settings.
     refine_steps, covariance
         If ``refine_steps > 0``, also compare the refined posterior.
+    nuts_samples
+        Draws from an earlier NUTS run for the same individual and decoders (e.g.
+        ``report.nuts_samples``), to check another encoder without sampling again.
 
     Returns
     -------
@@ -173,9 +179,12 @@ def compare_with_nuts(
         ref = model.instantiate(one, refine_steps=refine_steps, covariance=covariance, seed=seed)
         refined_mean = ref.loc[0].double().cpu().numpy()
         refined_sd = np.sqrt((ref.scale_tril[0] ** 2).sum(-1).double().cpu().numpy())
-    samples = nuts_posterior(
-        model, cohort, individual, num_warmup=num_warmup, num_samples=num_samples, seed=seed
-    )
+    if nuts_samples is None:
+        samples = nuts_posterior(
+            model, cohort, individual, num_warmup=num_warmup, num_samples=num_samples, seed=seed
+        )
+    else:
+        samples = np.asarray(nuts_samples, dtype=np.float64)
     return NutsComparison(
         individual=str(individual),
         nuts_mean=samples.mean(0),

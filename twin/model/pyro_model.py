@@ -11,6 +11,11 @@ of the marginal of that subset, which trains ``q(z | subset)`` towards
 ``p(z | subset)``) or everything observed (cross-reconstruction).  Per-individual
 weights scale both the likelihood and the KL term; ``kl_weight`` scales the KL term
 only (warm-up).
+
+The decoders' Bayesian output layers (``ModalitySpec.decoder_weights``) are sampled
+inside the decoders with the local reparameterisation trick; the KL divergence of
+their weights is a global term that the training loop adds once per step
+(:func:`twin.model.training.train_epoch`), not a per-individual site.
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ The amortised posterior (product of experts) is fast but carries an amortisation
 Refinement optimises, for every individual separately (vectorised: one Adam over all
 individuals' variational parameters, whose losses do not interact), the ELBO
 
-    E_q[log p(x_observed | z)] - KL(q(z) || N(0, I))
+    sum_m tau_m * E_q[log p(x_m,observed | z)] - KL(q(z) || N(0, I))
 
+(``tau_m``: the calibrated expert temperature of modality ``m``, so that the refined
+and the amortised posterior target the same tempered posterior; 1 without
+calibration)
 with ``q = N(loc, L L^T)``, ``L`` diagonal or full lower-triangular, starting from
 the amortised posterior.  Only observed entries enter the likelihood.
 """
@@ -117,15 +120,18 @@ def _refine_chunk(
         return L
 
     optimizer = torch.optim.Adam(params, lr=lr)
+    # decay the step size linearly to 10 % so the stochastic optimum is reached closely
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 - 0.9 * k / steps)
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         L = tril()
         eps = torch.randn(n_samples, n, d, device=loc.device, dtype=loc.dtype)
         z = loc + torch.einsum("nij,snj->sni", L, eps)
-        expected_ll = module.log_likelihood(z, data).mean(0)
+        expected_ll = module.log_likelihood(z, data, tempered=True).mean(0)
         loss = (_kl_to_standard_normal(loc, L) - expected_ll).sum()
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError("posterior refinement diverged; lower refine_lr")
         loss.backward()
         optimizer.step()
+        schedule.step()
     return loc.detach(), tril().detach()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyro
@@ -49,12 +50,9 @@ class TrainingConfig:
         ``q(z | subset)`` towards the model's ``p(z | subset)``, which keeps imputation
         intervals calibrated); ``"joint"``: it scores everything observed
         (cross-reconstruction).
-    weight_prior_sd
-        Sd of a Gaussian prior ``N(0, s^2)`` on every decoder weight (MAP: an L2
-        penalty of ``|W|^2 / (2 s^2)`` over the whole training set).  Because each
-        feature's likelihood is scaled by its learned noise, the prior shrinks the
-        loadings of weakly predictable features most, which keeps imputation from
-        chasing spurious cross-modal correlations; ``None`` or ``0`` disables it.
+    calibrate
+        After training, choose the experts' temperature on the validation individuals
+        (:mod:`twin.model.calibration`); needs ``validation_fraction > 0``.
     clip_norm
         Gradient norm clipping.
     """
@@ -69,7 +67,7 @@ class TrainingConfig:
     modality_dropout: float = 0.5
     subset_weight: float = 1.0
     subset_objective: str = "marginal"
-    weight_prior_sd: float | None = None
+    calibrate: bool = True
     clip_norm: float = 10.0
 
     def __post_init__(self) -> None:
@@ -92,7 +90,9 @@ class TrainingConfig:
 
 @dataclass
 class TrainingHistory:
-    """Per-epoch losses (negative ELBO per individual) and where training stopped."""
+    """Per-epoch losses (negative ELBO per individual), where training stopped, and the
+    calibrated expert temperature of each modality with its validation score (mean
+    leave-one-modality-out predictive log-likelihood per entry)."""
 
     train_loss: list[float]
     validation_loss: list[float]
@@ -100,6 +100,8 @@ class TrainingHistory:
     best_epoch: int
     stopped_early: bool
     seconds: float
+    expert_temperature: dict[str, float] = field(default_factory=dict)
+    calibration_score: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +151,7 @@ def make_batch(
         {m: torch.cat([v, v]) for m, v in data.values.items()},
         {m: torch.cat([data.masks[m], dropped[m]]) for m in data.masks},
         torch.cat([data.covariates, data.covariates]),
+        {},
     )
     scored = dropped if config.subset_objective == "marginal" else data.masks
     scored_masks = {m: torch.cat([data.masks[m], scored[m]]) for m in data.masks}
@@ -176,14 +179,59 @@ def evaluate_loss(pyro_model: TwinPyroModel, data: ObservedData, batch_size: int
     return total / max(len(data), 1)
 
 
-def decoder_weight_penalty(module: TwinModule, prior_sd: float) -> torch.Tensor:
-    """``-log N(W; 0, prior_sd^2)`` (up to a constant) summed over every decoder weight matrix."""
-    total = torch.zeros((), device=next(module.parameters()).device)
-    for block in module.blocks:
-        for name, p in block.decoder.named_parameters():
-            if name.endswith("weight"):
-                total = total + (p**2).sum()
-    return total / (2 * prior_sd**2)
+class EarlyStopping:
+    """Track the best validation loss (at full KL weight) and count epochs without gain."""
+
+    def __init__(self, patience: int, min_delta: float = 1e-4):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.waited = math.inf, -1, 0
+        self.best_state: dict | None = None
+
+    def update(self, epoch: int, loss: float, module: torch.nn.Module) -> None:
+        if loss < self.best - self.min_delta * abs(self.best if math.isfinite(self.best) else 0):
+            self.best, self.best_epoch, self.waited = loss, epoch, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self.waited += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.waited >= self.patience
+
+
+def train_epoch(
+    pyro_model: TwinPyroModel,
+    optimizer: torch.optim.Optimizer,
+    data: ObservedData,
+    config: TrainingConfig,
+    kl_weight: float,
+    generator: torch.Generator,
+) -> float:
+    """One pass over ``data`` in shuffled mini-batches; the mean loss per individual.
+
+    The loss of a mini-batch is Pyro's negative ELBO (mean-field, analytic KL) of its
+    full and subset copies, plus the KL divergence of the Bayesian decoder weights
+    spread over the training individuals (both KL terms scaled by ``kl_weight``).
+    """
+    module = pyro_model.module
+    module.train()
+    elbo = TraceMeanField_ELBO()
+    n = len(data)
+    n_batches = max(1, math.ceil(n / config.batch_size))
+    order = torch.randperm(n, generator=generator)
+    total = 0.0
+    for k in range(n_batches):
+        rows = order[k * n // n_batches : (k + 1) * n // n_batches]
+        batch = make_batch(data.take(rows), config, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = elbo.differentiable_loss(pyro_model.model, pyro_model.guide, batch, kl_weight)
+        weights_kl = sum(block.decoder.kl() for block in module.blocks)
+        loss = loss + kl_weight * weights_kl / n
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
+        optimizer.step()
+        total += float(loss.detach()) * len(rows)
+    return total / n
 
 
 def train(
@@ -196,11 +244,13 @@ def train(
 ) -> TrainingHistory:
     """Fit ``module`` by SVI; restores the weights of the best validation epoch.
 
-    Runs inside a forked torch RNG seeded with ``seed`` (the caller's global RNG state
-    is left untouched); the same seed, data and config give identical losses.
+    Stochastic variational inference with Pyro's ``TraceMeanField_ELBO`` on the model
+    and guide of :class:`TwinPyroModel` and a torch AdamW optimiser over the module's
+    parameters (no global Pyro parameter store, so several models can train in one
+    process).  Runs inside a forked torch RNG seeded with ``seed`` (the caller's global
+    RNG state is left untouched); the same seed, data and config give identical
+    losses.
     """
-    import time
-
     start_time = time.perf_counter()
     device = train_data.covariates.device
     devices = [device] if device.type == "cuda" else []
@@ -212,53 +262,33 @@ def train(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         pyro_model = TwinPyroModel(module)
-        elbo = TraceMeanField_ELBO()
         optimizer = torch.optim.AdamW(
             module.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        n = len(train_data)
-        n_batches = max(1, math.ceil(n / config.batch_size))
         history = TrainingHistory([], [], [], best_epoch=-1, stopped_early=False, seconds=0.0)
-        best, best_state, waited = math.inf, None, 0
+        stopper = EarlyStopping(config.patience)
         bar = tqdm(range(config.epochs), desc="fit", disable=not progress, leave=False)
         for epoch in bar:
             beta = kl_weight_at(epoch, config.kl_warmup_epochs)
-            module.train()
-            order = torch.randperm(n, generator=generator)
-            epoch_loss = 0.0
-            for b in range(n_batches):
-                rows = order[b * n // n_batches : (b + 1) * n // n_batches]
-                batch = make_batch(train_data.take(rows), config, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss = elbo.differentiable_loss(pyro_model.model, pyro_model.guide, batch, beta)
-                loss = loss + beta * sum(b.decoder.kl() for b in module.blocks) / n
-                if config.weight_prior_sd:
-                    loss = loss + decoder_weight_penalty(module, config.weight_prior_sd) / n
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
-                optimizer.step()
-                epoch_loss += float(loss.detach()) * len(rows)
-            history.train_loss.append(epoch_loss / n)
+            loss = train_epoch(pyro_model, optimizer, train_data, config, beta, generator)
+            history.train_loss.append(loss)
             history.kl_weight.append(beta)
-            if validation_data is not None and len(validation_data):
-                val = evaluate_loss(pyro_model, validation_data, max(config.batch_size, 256))
-                history.validation_loss.append(val)
-                if epoch + 1 >= config.kl_warmup_epochs:  # compare at full KL weight only
-                    if val < best - 1e-4 * abs(best) if math.isfinite(best) else True:
-                        best, waited, history.best_epoch = val, 0, epoch
-                        best_state = copy.deepcopy(module.state_dict())
-                    else:
-                        waited += 1
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.3g}", val=f"{val:.3g}")
-                if waited >= config.patience:
+            if validation_data is None or not len(validation_data):
+                bar.set_postfix(loss=f"{loss:.4g}")
+                history.best_epoch = epoch
+                continue
+            val = evaluate_loss(pyro_model, validation_data, max(config.batch_size, 256))
+            history.validation_loss.append(val)
+            bar.set_postfix(loss=f"{loss:.4g}", val=f"{val:.4g}")
+            if epoch + 1 >= config.kl_warmup_epochs:  # compare at full KL weight only
+                stopper.update(epoch, val, module)
+                history.best_epoch = stopper.best_epoch
+                if stopper.should_stop:
                     history.stopped_early = True
                     break
-            else:
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.3g}")
-                history.best_epoch = epoch
         bar.close()
-        if best_state is not None:
-            module.load_state_dict(best_state)
+        if stopper.best_state is not None:
+            module.load_state_dict(stopper.best_state)
         module.eval()
     history.seconds = time.perf_counter() - start_time
     return history

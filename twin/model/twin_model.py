@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from twin.cohort import Cohort, CohortSchema
+from twin.model.calibration import calibrate_temperatures
 from twin.model.covariates import CovariateEncoder
 from twin.model.data import ObservedData, align_cohort
 from twin.model.module import TwinModule
@@ -172,7 +174,17 @@ class TwinModel:
         -------
         TwinModel
             ``self``, trained; ``self.history`` holds the losses.
+
+        Notes
+        -----
+        A ``validation_fraction`` of the individuals (drawn with ``seed``) is held out
+        for early stopping.  After training, the latent is re-standardised so that the
+        training individuals' aggregate posterior matches the ``N(0, I)`` prior
+        (:meth:`TwinModule.standardise_latent`), and each modality's expert
+        temperature is chosen on the validation individuals by how well each modality
+        is predicted from the others (:mod:`twin.model.calibration`).
         """
+        started = time.perf_counter()
         base = (config or TrainingConfig()).to_dict()
         unknown = sorted(set(settings) - set(base))
         if unknown:
@@ -182,36 +194,45 @@ class TwinModel:
             cohort.covariates, self.covariate_encoder.names
         )
         data = align_cohort(cohort, self.schema, self.covariate_encoder)
-        has_any = torch.stack([data.present(m) for m in self.modalities], 1).any(1).numpy()
-        data = data.take(np.nonzero(has_any)[0])
-        if len(data) < 2:
-            raise ValueError("at least two individuals with observed data are needed to fit")
-        perm = np.random.default_rng(seed).permutation(len(data))
-        n_val = int(round(config.validation_fraction * len(data)))
-        if config.validation_fraction > 0 and (n_val < 1 or n_val >= len(data)):
-            raise ValueError(
-                f"validation_fraction {config.validation_fraction} leaves no usable split of "
-                f"{len(data)} individuals"
-            )
-        train_data = data.take(np.sort(perm[n_val:]))
-        val_data = data.take(np.sort(perm[:n_val])) if n_val else None
+        train_data, val_data = self._split(data, config.validation_fraction, seed)
         self._check_trainable(train_data)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self._build_module()
         module.fit_statistics(train_data)
         module.to(self.device)
+        train_data = train_data.to(self.device)
+        val_data = val_data.to(self.device) if val_data is not None else None
+        devices = [self.device] if self.device.type == "cuda" else []
         with limited_threads(self.num_threads):
-            history = train(
-                module,
-                train_data.to(self.device),
-                val_data.to(self.device) if val_data is not None else None,
-                config,
-                seed,
-                progress,
-            )
+            history = train(module, train_data, val_data, config, seed, progress)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                module.standardise_latent(train_data)
+                if val_data is not None and config.calibrate:
+                    _, history.calibration_score = calibrate_temperatures(module, val_data)
+        temps = module.expert_temperature.tolist()
+        history.expert_temperature = dict(zip(module.names, temps, strict=True))
+        history.seconds = time.perf_counter() - started
         self.module, self.training_config, self.history = module, config, history
         return self
+
+    def _split(
+        self, data: ObservedData, fraction: float, seed: int
+    ) -> tuple[ObservedData, ObservedData | None]:
+        """Training and validation individuals (those with no observed entry are dropped)."""
+        has_any = torch.stack([data.present(m) for m in self.modalities], 1).any(1).numpy()
+        data = data.take(np.nonzero(has_any)[0])
+        if len(data) < 2:
+            raise ValueError("at least two individuals with observed data are needed to fit")
+        perm = np.random.default_rng(seed).permutation(len(data))
+        n_val = int(round(fraction * len(data)))
+        if fraction > 0 and (n_val < 1 or n_val >= len(data)):
+            raise ValueError(
+                f"validation_fraction {fraction} leaves no usable split of {len(data)} individuals"
+            )
+        train_data = data.take(np.sort(perm[n_val:]))
+        return train_data, (data.take(np.sort(perm[:n_val])) if n_val else None)
 
     def _check_trainable(self, data: ObservedData) -> None:
         for m in self.modalities:
@@ -340,4 +361,7 @@ class TwinModel:
                 f"{h.best_epoch + 1}{', stopped early' if h.stopped_early else ''}); "
                 f"loss {h.train_loss[h.best_epoch]:.4g}{val}"
             )
+            temps = ", ".join(f"{m} {t:g}" for m, t in h.expert_temperature.items())
+            if temps:
+                lines.append(f"  expert temperatures: {temps}")
         return "\n".join(lines)

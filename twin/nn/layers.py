@@ -120,7 +120,9 @@ class BayesianLinear(nn.Module):
 
     def kl(self) -> torch.Tensor:
         group_size = self.weight.shape[1] if self.ard == "output" else self.weight.shape[0]
-        return 0.5 * (group_size * torch.log(self.prior_var).sum() - 2 * self.log_weight_scale.sum())
+        return 0.5 * (
+            group_size * torch.log(self.prior_var).sum() - 2 * self.log_weight_scale.sum()
+        )
 
 
 @contextlib.contextmanager
