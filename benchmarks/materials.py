@@ -54,7 +54,8 @@ trees per property; baseline intervals as above.  Settings: all four properties 
 the inputs; then one property measured (tensile strength; hardness) and the other
 three predicted: the twin observes it, the baselines get it as an extra input.
 
-Inverse design: the twin fitted on all concrete mixes (default configuration) is asked
+Inverse design: the twin fitted on all concrete mixes (the configuration the concrete
+part's inner CV chose most often, ``--design-config auto``) is asked
 for the mix of minimum cement content reaching 30 / 40 / 50 MPa at 28 days with
 probability 0.9 (bounds: the data's range of each component).  Reported: the mix, the
 twin's forward prediction and probability (fresh draws), an independently trained twin
@@ -91,14 +92,22 @@ Z90 = (0.05, 0.95)
 
 #: Twin configurations compared by inner CV (concrete).
 TWIN_GRID: dict[str, dict] = {
-    "ld8_h256x2_md0.5": {
+    "ld8_h256x2_ard": {
         "latent_dim": 8,
         "hidden": (256, 256),
+        "decoder_weights": "ard",
         "training": {"modality_dropout": 0.5},
     },
-    "ld8_h256x2_md0.7": {
+    "ld8_h256x2_point": {
         "latent_dim": 8,
         "hidden": (256, 256),
+        "decoder_weights": "point",
+        "training": {"modality_dropout": 0.5},
+    },
+    "ld8_h256x2_point_md0.7": {
+        "latent_dim": 8,
+        "hidden": (256, 256),
+        "decoder_weights": "point",
         "training": {"modality_dropout": 0.7},
     },
 }
@@ -338,7 +347,11 @@ def twin_model(cfg: dict, device: str):
     import twin
     from twin.materials_twins import concrete_twin
 
-    spec = twin.ModalitySpec(encoder_hidden=cfg["hidden"], decoder_hidden=cfg["hidden"])
+    spec = twin.ModalitySpec(
+        encoder_hidden=cfg["hidden"],
+        decoder_hidden=cfg["hidden"],
+        decoder_weights=cfg.get("decoder_weights", "ard"),
+    )
     return concrete_twin(latent_dim=cfg["latent_dim"], default_spec=spec, device=device)
 
 
@@ -665,11 +678,15 @@ def run_nims(args, root: Path) -> dict:
         fold_info = {"fold": k}
         for setting, known in settings.items():
             targets = [p for p in props if p not in known]
-            pred_twin = None
+            preds = {}
             if model is not None:
-                pred_twin = model.predict(
+                preds["twin"] = model.predict(
                     test, observed=known or None, n_draws=args.n_draws, seed=args.seed
                 )
+                if known:  # the amortised posterior without refinement, for comparison
+                    preds["twin_amortised"] = model.predict(
+                        test, observed=known, n_draws=args.n_draws, seed=args.seed, refine_steps=0
+                    )
             for p in targets:
                 j = props.index(p)
                 ok_tr, ok_te = np.isfinite(ytr[:, j]), np.isfinite(yte[:, j])
@@ -696,16 +713,15 @@ def run_nims(args, root: Path) -> dict:
                     a, b = residual_interval(ytr[ok_tr, j] - oof)
                     pr = make().fit(xa[ok_tr], ytr[ok_tr, j]).predict(xb[ok_te])
                     entry.setdefault(name, []).append((pr, pr + a, pr + b))
-                if pred_twin is not None:
-                    sel = pred_twin.sel(property=p)
-                    entry.setdefault("twin", []).append(
+                for name, pred in preds.items():
+                    sel = pred.sel(property=p)
+                    entry.setdefault(name, []).append(
                         (
                             sel["mean"].values[ok_te],
                             sel["q05"].values[ok_te],
                             sel["q95"].values[ok_te],
                         )
                     )
-                    entry.setdefault("train_mean", []).append(np.nanmean(ytr[:, j]))
         if model is not None:
             fold_info["twin_epochs"] = len(model.model.history.train_loss)
         fold_info["seconds"] = time.perf_counter() - t0
@@ -722,7 +738,7 @@ def run_nims(args, root: Path) -> dict:
         for p, entry in per_prop.items():
             truth = np.concatenate(entry["truth"])
             res = {}
-            for m in ("twin", "ridge", "rf"):
+            for m in ("twin", "twin_amortised", "ridge", "rf"):
                 if m not in entry:
                     continue
                 per = [metrics(t, *f) for t, f in zip(entry["truth"], entry[m], strict=True)]
@@ -774,7 +790,14 @@ def run_design(args, root: Path) -> dict:
     from twin.materials_twins import concrete_cohort, inverse_design
 
     cohort = concrete_cohort(root / "materials" / "concrete" / "concrete.csv")
-    cfg = TWIN_GRID[args.design_config]
+    name = args.design_config
+    if name == "auto":  # the configuration the concrete folds' inner CV chose most often
+        chosen = [
+            f.get("twin_config") for f in args.previous.get("concrete", {}).get("fold_info", [])
+        ]
+        chosen = [c for c in chosen if c in TWIN_GRID]
+        name = max(set(chosen), key=chosen.count) if chosen else next(iter(TWIN_GRID))
+    cfg = TWIN_GRID[name]
     t0 = time.perf_counter()
     model = twin_fit(cfg, cohort, args.seed, args.device, args.epochs)
     check = twin_fit(cfg, cohort, args.seed + 1, args.device, args.epochs)
@@ -783,7 +806,7 @@ def run_design(args, root: Path) -> dict:
         rows[[*MIX_FEATURES, "age"]].to_numpy(dtype=float), rows["strength"].to_numpy()
     )
     fit_s = time.perf_counter() - t0
-    out = {"config": args.design_config, "fit_s": fit_s, "targets": {}}
+    out = {"config": name, "fit_s": fit_s, "targets": {}}
     for target in args.design_targets:
         t0 = time.perf_counter()
         res = inverse_design(
@@ -825,7 +848,7 @@ def _f(v, spec=".2f") -> str:
 def table(report: dict) -> str:
     lines = []
     con = report["results"].get("concrete")
-    if con:
+    if con and "status" not in con:
         for task, title in (
             ("fc28", "28-day strength from the mix"),
             ("curve", "later ages from mix + earliest age"),
@@ -852,7 +875,7 @@ def table(report: dict) -> str:
                 )
                 lines.append(f"  {p:<20} {cells}")
     des = report["results"].get("design")
-    if des:
+    if des and "status" not in des:
         lines.append("inverse design (min cement, P(fc_28d >= target) >= 0.9)")
         for t, d in des["targets"].items():
             near = d["nearest"] or []
@@ -885,7 +908,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--twin-config", default=None, choices=[None, *TWIN_GRID], help="skip the inner selection"
     )
-    ap.add_argument("--design-config", default="ld8_h256x2_md0.5", choices=list(TWIN_GRID))
+    ap.add_argument(
+        "--design-config",
+        default="auto",
+        choices=["auto", *TWIN_GRID],
+        help="twin configuration of the design part (auto: the concrete folds' most chosen)",
+    )
     ap.add_argument("--design-targets", nargs="+", type=float, default=[30.0, 40.0, 50.0])
     ap.add_argument("--design-candidates", type=int, default=1024)
     ap.add_argument("--design-iterations", type=int, default=20)
@@ -894,11 +922,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--quick", action="store_true", help="2 folds, 60 epochs: checks the script runs"
     )
+    ap.add_argument("--fresh", action="store_true", help="drop results of parts not run now")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "materials.json")
     args = ap.parse_args(argv)
     if args.quick:
         args.folds, args.epochs, args.n_draws = 2, 60, 200
-        args.twin_config = args.twin_config or "ld8_h256x2_md0.5"
+        args.twin_config = args.twin_config or next(iter(TWIN_GRID))
         args.design_targets, args.design_candidates, args.design_iterations = [40.0], 256, 3
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -909,13 +938,30 @@ def main(argv: list[str] | None = None) -> dict:
     root = data_root()
     t0 = time.perf_counter()
     results = {}
+    if args.out.exists() and not args.fresh:  # keep the parts not run this time
+        try:
+            results = json.loads(args.out.read_text()).get("results", {})
+        except (OSError, ValueError):
+            results = {}
+    args.previous = dict(results)
     for part in args.parts:
         print(f"[materials] {part} ...", flush=True)
         fn = {"concrete": run_concrete, "nims": run_nims, "design": run_design}[part]
-        results[part] = fn(args, root)
+        try:
+            results[part] = fn(args, root)
+        except Exception as exc:  # noqa: BLE001 - keep the other parts' results
+            import traceback
+
+            traceback.print_exc()
+            results[part] = {"status": f"failed: {exc!r}"}
     report = {
         "benchmark": "materials",
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k != "previous"
+        },
+        "parts_run_now": list(args.parts),
         "twin_grid": {k: {**v, "hidden": list(v["hidden"])} for k, v in TWIN_GRID.items()},
         "gbm_grid": GBM_GRID,
         "results": results,

@@ -280,7 +280,9 @@ def test_non_numeric_value_in_numeric_feature_is_named() -> None:
     table = pd.DataFrame({"a": [1.0, 2.0], "b": [1.0, 2.0]}, index=["x", "y"]).astype(object)
     table.loc["y", "a"] = "n/a"
     with pytest.raises(ValueError, match=r"modality 'm' feature 'a'.*'n/a'"):
-        Cohort.from_tables({"m": table}, feature_types={"m": {"a": "continuous", "b": "continuous"}})
+        Cohort.from_tables(
+            {"m": table}, feature_types={"m": {"a": "continuous", "b": "continuous"}}
+        )
 
 
 def test_lazy_top_level_names_resolve() -> None:

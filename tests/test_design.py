@@ -23,6 +23,7 @@ from twin.materials_twins import (
     PropertyTwinModel,
     SettingError,
     inverse_design,
+    nearest_batches,
     settings_table,
     sweep,
 )
@@ -161,6 +162,20 @@ def test_inverse_design_meets_target_within_bounds_and_beats_a_feasible_baseline
     d = res.to_dict()
     assert d["feasible"] and set(d["prediction"]["y"]) >= {"mean", "q05", "q95"}
     assert {"iteration", "max_probability"} <= set(res.history.columns)
+
+
+def test_inverse_design_stays_near_the_data():
+    model = monotone_twin()
+    train = _monotone(400, 0)
+    res = inverse_design(model, {"y": 6.0}, 0.9, cost="a", max_distance=0.05, seed=0, **SEARCH)
+    near = nearest_batches(model, res.inputs, train, ["y"], n=1)
+    assert res.max_distance == 0.05 and near["distance"].iloc[0] <= 0.05 + 1e-9
+    auto = inverse_design(model, {"y": 6.0}, 0.9, cost="a", seed=0, **SEARCH)
+    assert 0 < auto.max_distance < 0.5  # 400 points in the unit square are dense
+    free = inverse_design(model, {"y": 6.0}, 0.9, cost="a", max_distance=None, seed=0, **SEARCH)
+    assert free.max_distance is None
+    with pytest.raises(ValueError, match="max_distance"):
+        inverse_design(model, {"y": 6.0}, 0.9, cost="a", max_distance="near", **SEARCH)
 
 
 def test_inverse_design_fixed_inputs_and_derived_settings():

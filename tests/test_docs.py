@@ -39,6 +39,8 @@ def test_page_code_runs(page: Path, tmp_path: Path) -> None:
 def test_readme_names_the_two_commands_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    install = 'python3 -m pip install torch==2.13.0 && python3 -m pip install -e ".[dev]" && twin demo'
+    install = (
+        'python3 -m pip install torch==2.13.0 && python3 -m pip install -e ".[dev]" && twin demo'
+    )
     assert install in readme and install in ci
     assert "python3 -m pytest" in readme and "python3 -m pytest" in ci

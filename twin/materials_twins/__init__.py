@@ -33,6 +33,7 @@ from twin.materials_twins.design import (
     sweep,
 )
 from twin.materials_twins.property_twin import (
+    AUTO_REFINE_STEPS,
     DEFAULT_SPEC,
     DEFAULT_TRAINING,
     PropertyTwinModel,
@@ -40,6 +41,7 @@ from twin.materials_twins.property_twin import (
 )
 
 __all__ = [
+    "AUTO_REFINE_STEPS",
     "CONCRETE_DERIVED",
     "DEFAULT_SPEC",
     "DEFAULT_TRAINING",

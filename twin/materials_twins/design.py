@@ -246,7 +246,7 @@ class DesignResult:
         a reference.
     history
         Per iteration: best feasible cost, highest probability, share feasible.
-    target, required_probability, cost_weights, bounds, fixed
+    target, required_probability, cost_weights, bounds, fixed, max_distance
         The problem as solved.
     message
         What happened, in words.
@@ -265,6 +265,7 @@ class DesignResult:
     cost_weights: dict[str, float]
     bounds: dict[str, tuple[float, float]]
     fixed: dict[str, float] = field(default_factory=dict)
+    max_distance: float | None = None
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,6 +290,7 @@ class DesignResult:
             "prediction": pred,
             "bounds": {k: list(v) for k, v in self.bounds.items()},
             "fixed": dict(self.fixed),
+            "max_distance": self.max_distance,
             "nearest": None
             if self.nearest is None
             else self.nearest.reset_index().to_dict(orient="records"),
@@ -331,6 +333,7 @@ def inverse_design(
     n_draws_final: int = 2000,
     n_refine: int = 3,
     n_nearest: int = 5,
+    max_distance: float | str | None = "auto",
     seed: int = 0,
 ) -> DesignResult:
     """Settings that meet target properties with a given probability at minimum cost.
@@ -371,6 +374,14 @@ def inverse_design(
         Local refinement rounds around the best candidate after the search.
     n_nearest
         Nearest reference batches to report.
+    max_distance
+        Keep designs near the data: a candidate whose standardised distance over the
+        base inputs (as in :func:`nearest_batches`) to the nearest *training* batch
+        exceeds this is infeasible.  ``"auto"``: the 95th percentile of the training
+        batches' own nearest-neighbour distances; ``None``: no such limit.  Each
+        component within its range does not make a mix plausible (a mix with every
+        component near its maximum weighs far more than a cubic metre of concrete
+        does); the twin's predictions for such combinations are extrapolations.
     seed
         Seed of the candidates and of the draws.
 
@@ -421,6 +432,7 @@ def inverse_design(
         lo, hi = bounds.get(n, (float(stats.loc[n, "min"]), float(stats.loc[n, "max"])))
         box[n] = (lo, hi)
     constraints = {k: v for k, v in bounds.items() if k not in box and k not in fixed}
+    support = _Support(model, max_distance)
     lo = np.array([box[n][0] for n in free])
     hi = np.array([box[n][1] for n in free])
     span = np.where(hi > lo, hi - lo, 0.0)
@@ -437,7 +449,7 @@ def inverse_design(
         return model.complete_inputs(frame)
 
     def evaluate(
-        u: np.ndarray, draws: int, draw_seed: int
+        u: np.ndarray, draws: int, draw_seed: int, refine: int | str = 0
     ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
         x = inputs_of(u)
         c = sum(w * x[k].to_numpy() for k, w in weights.items())
@@ -448,7 +460,9 @@ def inverse_design(
             violation += (
                 np.where(np.isnan(v), np.inf, np.maximum(a - v, 0) + np.maximum(v - b, 0)) / scale
             )
-        p = probability_from_draws(model.sample(x, n_draws=draws, seed=draw_seed), targets)
+        violation += support.violation(x)
+        draws_x = model.sample(x, n_draws=draws, seed=draw_seed, refine_steps=refine)
+        p = probability_from_draws(draws_x, targets)
         return x, np.asarray(c, dtype=float), p, violation
 
     # the search asks for one Monte Carlo sd more than required: its estimates are noisy
@@ -507,7 +521,9 @@ def inverse_design(
         shortlist = shortlist[np.argsort(all_c[shortlist], kind="stable")]
     else:
         shortlist = np.argsort(-all_p)[:64]
-    x, c, p_final, viol = evaluate(all_u[shortlist], n_draws_final, seed + 1)
+    # the search uses the amortised posterior (fast); the final check the default
+    # ("auto": refined where an input is missing, e.g. a ratio with a zero denominator)
+    x, c, p_final, viol = evaluate(all_u[shortlist], n_draws_final, seed + 1, "auto")
     good = (p_final >= probability) & (viol <= 0)
     if good.any():
         j = np.flatnonzero(good)[np.argmin(c[good])]
@@ -519,9 +535,15 @@ def inverse_design(
     else:
         j = int(np.argmax(np.where(viol <= 0, p_final, -1.0)))
         feasible = False
+        where = "within the bounds" + (" and near the data" if support.limit is not None else "")
         msg = (
-            f"no candidate met the targets with probability >= {probability:g} within the "
-            f"bounds; the most probable one reaches {p_final[j]:.3f}"
+            f"no candidate met the targets with probability >= {probability:g} {where}; the "
+            f"most probable one reaches {p_final[j]:.3f}"
+        )
+    if support.limit is not None:
+        msg += (
+            f"; distance to the nearest training batch {support.distance(x.iloc[[j]])[0]:.2f} "
+            f"(limit {support.limit:.2f})"
         )
     chosen = x.iloc[[j]].copy()
     chosen.index = ["design"]
@@ -543,8 +565,43 @@ def inverse_design(
         cost_weights=weights,
         bounds={**box, **constraints},
         fixed=fixed,
+        max_distance=support.limit,
         message=msg,
     )
+
+
+class _Support:
+    """Standardised distance of candidates to the nearest training batch, and its limit."""
+
+    def __init__(self, model: PropertyTwinModel, max_distance: float | str | None):
+        self.names = model.base_inputs
+        sd = model.input_stats.loc[self.names, "sd"].to_numpy(dtype=float)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        train = model.training_inputs[self.names].to_numpy(dtype=float)
+        self.train = train[np.isfinite(train).all(axis=1)] / self.sd
+        if max_distance is None:
+            self.limit = None
+        elif max_distance == "auto":
+            d = self._pairwise(self.train)
+            np.fill_diagonal(d, np.inf)
+            self.limit = float(np.quantile(d.min(axis=1), 0.95))
+        elif isinstance(max_distance, str):
+            raise ValueError(f"max_distance must be a number, 'auto' or None, got {max_distance!r}")
+        else:
+            self.limit = float(max_distance)
+
+    def _pairwise(self, z: np.ndarray) -> np.ndarray:
+        sq = (z**2).sum(1)[:, None] + (self.train**2).sum(1)[None, :] - 2 * z @ self.train.T
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    def distance(self, x: pd.DataFrame) -> np.ndarray:
+        z = x[self.names].to_numpy(dtype=float) / self.sd
+        return self._pairwise(z).min(axis=1)
+
+    def violation(self, x: pd.DataFrame) -> np.ndarray:
+        if self.limit is None:
+            return np.zeros(len(x))
+        return np.maximum(self.distance(x) - self.limit, 0.0) / max(self.limit, 1e-9)
 
 
 def nearest_batches(
