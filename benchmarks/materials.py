@@ -110,6 +110,17 @@ TWIN_GRID: dict[str, dict] = {
         "decoder_weights": "point",
         "training": {"modality_dropout": 0.7},
     },
+    # inputs in the property decoder (PropertyTwinModel(conditional=True)); not in the
+    # automatic selection: its latent goes unused on concrete (posterior sd of z stays
+    # 1.00 with every age observed), so the early measurement cannot update it
+    "cond_ld4_h256x2_point": {
+        "conditional": True,
+        "select": False,
+        "latent_dim": 4,
+        "hidden": (256, 256),
+        "decoder_weights": "point",
+        "training": {},
+    },
 }
 GBM_GRID = [{"learning_rate": lr, "max_depth": d} for lr in (0.05, 0.1) for d in (3, 5)]
 
@@ -352,7 +363,12 @@ def twin_model(cfg: dict, device: str):
         decoder_hidden=cfg["hidden"],
         decoder_weights=cfg.get("decoder_weights", "ard"),
     )
-    return concrete_twin(latent_dim=cfg["latent_dim"], default_spec=spec, device=device)
+    return concrete_twin(
+        latent_dim=cfg["latent_dim"],
+        default_spec=spec,
+        conditional=cfg.get("conditional", False),
+        device=device,
+    )
 
 
 def twin_fit(cfg: dict, cohort, seed: int, device: str, epochs: int | None):
@@ -366,6 +382,8 @@ def choose_twin(train, seed: int, device: str, epochs: int | None, k: int = 3) -
     """Twin configuration with the lowest inner-CV MAE of the 28-day strength from the mix."""
     scores = {}
     for name, cfg in TWIN_GRID.items():
+        if not cfg.get("select", True):
+            continue
         errs = []
         for inner_tr, inner_te in train.kfold(k, seed=seed + 100):
             model = twin_fit(cfg, inner_tr, seed, device, epochs)
@@ -665,7 +683,7 @@ def run_nims(args, root: Path) -> dict:
         t0 = time.perf_counter()
         model = None
         if "twin" in args.methods:
-            model = steel_twin(device=args.device).fit(
+            model = steel_twin(device=args.device, conditional=args.nims_conditional).fit(
                 train, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {})
             )
         xtr = _nims_inputs(train)
@@ -901,6 +919,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--methods", nargs="+", default=["twin", "rf", "gbm", "law", "ridge"])
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument(
+        "--nims-conditional",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="steel twin with the inputs in the property decoder (PropertyTwinModel conditional)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--epochs", type=int, default=None, help="twin epochs (default: DEFAULT_TRAINING)"

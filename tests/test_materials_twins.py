@@ -14,6 +14,7 @@ from materials_twin_helpers import EXCERPT, EXCERPT_AGES, TINY, excerpt_cohort, 
 from materials_twin_helpers import excerpt_twin as excerpt_model
 from materials_twin_helpers import synthetic_twin as synthetic_model
 
+import twin
 from twin.materials import (
     ProcessGraph,
     age_feature,
@@ -283,3 +284,70 @@ def test_property_twin_updates_from_a_measured_property(synthetic_twin):
     assert draws.dims == ("draw", "individual", "property")
     measured = m.output_frame(test)["y1"].to_numpy()
     assert draws.sel(property="y1").values == pytest.approx(np.broadcast_to(measured, (20, 300)))
+
+
+def shared_effect(n: int, seed: int) -> tuple:
+    """Settings a, b ~ U(0, 1) and a batch effect u ~ N(0, 1) that both properties share:
+    y1 = sin(3a) + u + N(0, 0.2), y2 = a b - u + N(0, 0.2)."""
+    rng = np.random.default_rng(seed)
+    a, b, u = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.normal(0, 1, n)
+    ids = [f"u{seed}-{i}" for i in range(n)]
+    proc = pd.DataFrame({"a": a, "b": b}, index=ids)
+    props = pd.DataFrame(
+        {"y1": np.sin(3 * a) + u + rng.normal(0, 0.2, n), "y2": a * b - u + rng.normal(0, 0.2, n)},
+        index=ids,
+    )
+    cohort = twin.Cohort.from_tables({"process": proc, "props": props})
+    return cohort, u
+
+
+@pytest.fixture(scope="module")
+def conditional_twin():
+    spec = twin.ModalitySpec(encoder_hidden=(32,), decoder_hidden=(32, 32))
+    model = PropertyTwinModel(
+        ["process"], ["props"], latent_dim=2, default_spec=spec, conditional=True
+    )
+    return model.fit(
+        shared_effect(500, 0)[0],
+        seed=0,
+        epochs=200,
+        batch_size=250,
+        lr=5e-3,
+        kl_warmup_epochs=20,
+        validation_fraction=0.0,
+    )
+
+
+def test_conditional_twin_predicts_from_inputs_and_updates(conditional_twin):
+    m = conditional_twin
+    assert list(m.model.schema.names) == ["props"]  # inputs act as decoder covariates
+    assert list(m.model.covariate_encoder.names) == ["a", "b"]
+    assert m.input_names == ["a", "b"] and m.property_names == ["y1", "y2"]
+    assert "conditional" in repr(m)
+    test, _ = shared_effect(400, 1)
+    truth = m.output_frame(test)
+    # from the settings alone: the truth's spread is the shared effect (sd 1) + noise
+    pred = m.predict(test.select(modalities=["process"]), n_draws=300, seed=0)
+    inside = (truth.to_numpy() >= pred["q05"].values) & (truth.to_numpy() <= pred["q95"].values)
+    assert 0.82 <= inside.mean() <= 0.97
+    # measuring y1 reveals u (y1 - sin(3a)), which sharpens y2 = a b - u
+    after = m.predict(test, observed=["y1"], n_draws=300, seed=0).sel(property="y2")
+    y2 = truth["y2"].to_numpy()
+    mae_before = np.abs(pred["mean"].sel(property="y2").values - y2).mean()
+    mae_after = np.abs(after["mean"].values - y2).mean()
+    assert mae_after < 0.5 * mae_before  # ideal about 0.25 (noise 0.2 x sqrt 2 vs sd 1)
+    cover = (y2 >= after["q05"].values) & (y2 <= after["q95"].values)
+    assert 0.8 <= cover.mean() <= 0.99  # measured 0.978 (seed 0)
+
+
+def test_conditional_twin_warns_on_missing_inputs_and_checks_units(conditional_twin):
+    m = conditional_twin
+    test, _ = shared_effect(20, 2)
+    with pytest.warns(UserWarning, match="training mean"):
+        m.predict(test.hide("process", features=["a"]).select(modalities=["process"]), n_draws=5)
+    bad = twin.Cohort.from_tables(
+        {"process": pd.DataFrame({"a": [0.5], "b": [0.5]}, index=["x"])},
+        feature_info={"process": {"a": {"unit": "K"}}},
+    )
+    with pytest.raises(ValueError, match="unit"):
+        m.predict(bad, n_draws=5)
