@@ -289,9 +289,9 @@ def twin_fit(train, seed: int, options: dict) -> tuple[object, dict]:
     return model, {"model": ctor, "fit": fit, "ignored": ignored}
 
 
-def twin_predict(model, test, block: str) -> Prediction:
+def twin_predict(model, test, block: str, refine_steps: int = 0) -> Prediction:
     """Instantiate the test fold with ``block`` hidden and impute it."""
-    twins = model.instantiate(test.hide(block))
+    twins = model.instantiate(test.hide(block), refine_steps=refine_steps)
     ds = twins.impute()
     fdim = f"{block}_feature"
     feats = test.data[fdim].values
@@ -369,7 +369,7 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
                 t0 = time.perf_counter()
                 try:
                     if m == "twin":
-                        pred = twin_predict(twin_model, test, b)
+                        pred = twin_predict(twin_model, test, b, args.refine_steps)
                         fit_s = twin_fit_s
                     elif m == "mofa":
                         pred = fit_mofa(
@@ -511,6 +511,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 folds, fewer epochs / iterations")
     p.add_argument("--latent-dim", type=int, default=16, help="TwinModel latent_dim")
+    p.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="per-individual refinement of the twins' posterior (instantiate(refine_steps=))",
+    )
     p.add_argument(
         "--epochs", type=int, default=None, help="TwinModel.fit epochs, if it takes them"
     )
