@@ -123,6 +123,11 @@ def test_repr_is_readable():
     text = repr(sc)
     assert text.startswith("Scenario('chemo', horizon=126 d, step=7 d")
     assert "Intervention('cisplatin', dose=75 mg/m2, every 21 d, day 0-105)" in text
+    # without an interval: a bolus or a timed pulse is one administration, a step is continuous
+    bolus = Intervention("dox", kernel="bolus", half_life=2.0)
+    assert "single administration" in repr(bolus) and "bolus t1/2=2 d" in repr(bolus)
+    assert "single administration" in repr(Intervention("rt", duration=1.0))
+    assert "continuous" in repr(Intervention("infusion", stop=14))
 
 
 @pytest.mark.parametrize(

@@ -324,7 +324,12 @@ class Intervention:
     def __repr__(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
         parts = [f"{self.agent!r}", f"dose={_fmt(self.dose)}{unit}"]
-        parts.append(f"every {_fmt(self.interval)} d" if self.interval else "continuous")
+        if self.interval:
+            parts.append(f"every {_fmt(self.interval)} d")
+        elif self.kernel == "bolus" or self.duration is not None:
+            parts.append("single administration")  # exposure.py: one dose / pulse at start
+        else:
+            parts.append("continuous")
         window = f"day {_fmt(self.start)}"
         window += f"-{_fmt(self.stop)}" if self.stop is not None else " on"
         parts.append(window)
