@@ -326,8 +326,8 @@ def exposure_from_table(
     if not keep.any():
         return out
     rows = table.loc[keep]
-    ind_i = torch.as_tensor(ind[keep].to_numpy(dtype=np.int64), device=times.device)
-    ag_i = torch.as_tensor(ag[keep].to_numpy(dtype=np.int64), device=times.device)
+    ind_i = torch.as_tensor(np.array(ind[keep], dtype=np.int64), device=times.device)
+    ag_i = torch.as_tensor(np.array(ag[keep], dtype=np.int64), device=times.device)
     agent_names = rows["agent"].to_numpy()
 
     def column(name: str, per_agent: dict[str, Any] | None, default: Any) -> list[Any]:
