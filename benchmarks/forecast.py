@@ -52,7 +52,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,9 @@ import pandas as pd
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import data_root, git_commit  # noqa: E402
+
 sys.path.insert(0, str(REPO))
 
 import twin  # noqa: E402
@@ -99,11 +101,6 @@ CONFIG = {
         "fit": {"epochs": 300, "lr": 0.03, "patience": 40},
     },
 }
-
-
-def data_root() -> Path:
-    """``$TWIN_DATA`` or the shared data folder beside the repository."""
-    return Path(os.environ.get("TWIN_DATA", REPO.parent / "shared" / "data"))
 
 
 def paired_bootstrap(
@@ -478,15 +475,6 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "load_average_1min_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-
-
-def git_commit() -> dict:
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
 
 
 def print_summary(results: dict) -> None:

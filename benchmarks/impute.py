@@ -48,8 +48,6 @@ import inspect
 import io
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -61,6 +59,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import data_root, git_commit, machine_info  # noqa: E402
+
 DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rosmap": ("omics/rosmap", ("mrna", "methylation", "mirna")),
     "tcga": ("omics/tcga_breast", ("mrna", "mirna", "protein")),
@@ -73,9 +74,6 @@ INNER_FOLDS = 5
 
 
 # ---------------------------------------------------------------------- data
-def data_root() -> Path:
-    """``$TWIN_DATA`` or the shared data folder beside the repository."""
-    return Path(os.environ.get("TWIN_DATA", REPO.parent / "shared" / "data"))
 
 
 def load_dataset(name: str, root: Path):
@@ -449,32 +447,6 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
 
 
 # ---------------------------------------------------------------------- reporting
-def machine_info() -> dict:
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-    }
-    for mod in ("sklearn", "torch", "pyro", "mofapy2"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            info[mod] = None
-    return info
-
-
-def git_commit() -> dict:
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
 def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -577,7 +549,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": {"folds": args.seed, "methods": args.seed},
         "data_root": str(root),
         "git": git_commit(),
-        "machine": machine_info(),
+        "machine": machine_info("sklearn", "torch", "pyro", "mofapy2"),
         "ridge_alphas": RIDGE_ALPHAS.tolist(),
         "knn_grid": list(KNN_GRID),
         "results": results,

@@ -77,8 +77,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -88,6 +86,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import data_root, git_commit, machine_info  # noqa: E402
+
 Z90 = (0.05, 0.95)
 
 #: Twin configurations compared by inner CV (concrete).
@@ -126,36 +127,6 @@ GBM_GRID = [{"learning_rate": lr, "max_depth": d} for lr in (0.05, 0.1) for d in
 
 
 # ---------------------------------------------------------------------- helpers
-def data_root() -> Path:
-    return Path(os.environ.get("TWIN_DATA", REPO.parent / "shared" / "data"))
-
-
-def machine_info() -> dict:
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-    }
-    for mod in ("sklearn", "scipy", "torch", "pyro"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001
-            info[mod] = None
-    return info
-
-
-def git_commit() -> dict:
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
 def metrics(y: np.ndarray, pred: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:
     """MAE, RMSE, coverage and mean width of the 90 % interval."""
     y, pred, lo, hi = (np.asarray(a, dtype=float) for a in (y, pred, lo, hi))
@@ -990,7 +961,7 @@ def main(argv: list[str] | None = None) -> dict:
         "gbm_grid": GBM_GRID,
         "results": results,
         "git": git_commit(),
-        "machine": machine_info(),
+        "machine": machine_info("sklearn", "scipy", "torch", "pyro"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_s": time.perf_counter() - t0,
     }
