@@ -36,7 +36,7 @@ from twin.materials.ages import feature_age
 from twin.materials.graph import GRAPH_ATTR, ProcessGraph
 from twin.materials_twins.derived import DerivedFeatures, SettingError
 from twin.model import ModalitySpec, TwinModel
-from twin.model.data import ObservedData
+from twin.model.data import ObservedData, check_modality
 from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
 
 __all__ = ["AUTO_REFINE_STEPS", "DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
@@ -315,7 +315,7 @@ class PropertyTwinModel:
 
     def _with_input_covariates(self, cohort: Cohort) -> Cohort:
         """``cohort`` with the input features added as covariates (conditional twin)."""
-        table = self._frame(cohort, self.inputs, fitted=False)
+        table = self._frame(cohort, self.inputs)
         ok = np.isfinite(table.to_numpy(dtype=float))
         if not ok.all():
             bad = table.columns[~ok.all(axis=0)].tolist()
@@ -330,30 +330,14 @@ class PropertyTwinModel:
         return Cohort(data)
 
     def _check_inputs(self, cohort: Cohort) -> None:
-        """Refuse input features that ``cohort`` describes differently from training."""
+        """Refuse input features that ``cohort`` describes differently from training (the
+        model's own check; a conditional twin's model does not hold the inputs)."""
         schema = self._schema()
         for m in self.inputs:
-            if m not in cohort.modalities:
-                continue
-            known = {f.name: f for f in schema[m].features}
-            for f in cohort.schema[m].features:
-                ref = known.get(f.name)
-                if ref is None:
-                    raise KeyError(
-                        f"input modality {m!r}: feature {f.name!r} is unknown to the model"
-                    )
-                for attr in ("unit", "type"):
-                    if getattr(f, attr) != getattr(ref, attr):
-                        raise ValueError(
-                            f"input modality {m!r}, feature {f.name!r}: {attr} "
-                            f"{getattr(f, attr)!r} differs from training ({getattr(ref, attr)!r})"
-                        )
+            if m in cohort.modalities:
+                check_modality(schema[m], cohort.schema[m])
 
-    def _frame(
-        self, cohort: Cohort, modalities: Sequence[str], fitted: bool = True
-    ) -> pd.DataFrame:
-        if fitted:
-            self._require_fitted()
+    def _frame(self, cohort: Cohort, modalities: Sequence[str]) -> pd.DataFrame:
         schema = self._schema()
         cols = {}
         for m in modalities:

@@ -107,7 +107,7 @@ def align_cohort(
         k = np.zeros((n, f), dtype=bool)
         if mod.name in cohort_schema:
             theirs = cohort_schema[mod.name]
-            positions = _check_modality(mod, theirs)
+            positions = check_modality(mod, theirs)
             mask = cohort.mask(mod.name)
             k[:, positions] = mask
             v[:, positions] = np.where(mask, cohort.values(mod.name), np.nan)
@@ -119,8 +119,9 @@ def align_cohort(
     return ObservedData(np.asarray(cohort.individuals, dtype=object), values, masks, cov, exact)
 
 
-def _check_modality(mine: ModalitySchema, theirs: ModalitySchema) -> np.ndarray:
-    """Positions of ``theirs``'s features in ``mine``; refuse incompatible descriptions."""
+def check_modality(mine: ModalitySchema, theirs: ModalitySchema) -> np.ndarray:
+    """Positions of ``theirs``'s features in ``mine``; refuse incompatible descriptions
+    (longitudinal vs static, unknown features, another type, unit, levels or code)."""
     if theirs.longitudinal:
         raise ValueError(
             f"modality {mine.name!r} is longitudinal in the cohort but static in the model"
