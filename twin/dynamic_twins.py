@@ -29,24 +29,15 @@ from twin.cohort import Cohort
 from twin.dynamics import kalman_filter, rts_smoother
 from twin.model.dynamic_data import Sequences, pack_steps
 from twin.model.state_filter import filter_states, is_linear, predict_moments
+from twin.twins import DEFAULT_QUANTILES, quantile_suffix
 
 if TYPE_CHECKING:
     from twin.model.dynamic_model import DynamicTwinModel
 
 __all__ = ["DynamicTwins", "quantile_name"]
 
-DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
-
-
-def quantile_name(q: float) -> str:
-    """Suffix of a quantile level: 0.05 -> ``"q05"``, 0.5 -> ``"q50"``, 0.025 -> ``"q025"``."""
-    if not 0 < q < 1:
-        raise ValueError(f"quantile levels must be in (0, 1), got {q}")
-    for n in range(2, 10):
-        text = f"{q:.{n}f}"
-        if abs(float(text) - q) < 1e-12:
-            return "q" + text[2:]
-    raise ValueError(f"quantile level {q} has too many decimals")
+#: Suffix of a quantile level (``0.05`` -> ``"q05"``), shared with :class:`twin.Twins`.
+quantile_name = quantile_suffix
 
 
 class DynamicTwins:
