@@ -782,10 +782,17 @@ def run_design(args, root: Path) -> dict:
     name = args.design_config
     if name == "auto":  # the configuration the concrete folds' inner CV chose most often
         chosen = [
-            f.get("twin_config") for f in args.previous.get("concrete", {}).get("fold_info", [])
+            f.get("twin_config") for f in args.results.get("concrete", {}).get("fold_info", [])
         ]
         chosen = [c for c in chosen if c in TWIN_GRID]
-        name = max(set(chosen), key=chosen.count) if chosen else next(iter(TWIN_GRID))
+        if chosen:
+            name = max(sorted(set(chosen)), key=chosen.count)
+            source = f"chosen by {chosen.count(name)} of {len(chosen)} concrete folds"
+        else:
+            name = next(iter(TWIN_GRID))
+            source = "first grid entry (no concrete fold results to choose from)"
+    else:
+        source = "--design-config"
     cfg = TWIN_GRID[name]
     t0 = time.perf_counter()
     model = twin_fit(cfg, cohort, args.seed, args.device, args.epochs)
@@ -795,7 +802,7 @@ def run_design(args, root: Path) -> dict:
         rows[[*MIX_FEATURES, "age"]].to_numpy(dtype=float), rows["strength"].to_numpy()
     )
     fit_s = time.perf_counter() - t0
-    out = {"config": name, "fit_s": fit_s, "targets": {}}
+    out = {"config": name, "config_source": source, "fit_s": fit_s, "targets": {}}
     for target in args.design_targets:
         t0 = time.perf_counter()
         res = inverse_design(
@@ -938,7 +945,9 @@ def main(argv: list[str] | None = None) -> dict:
             results = json.loads(args.out.read_text()).get("results", {})
         except (OSError, ValueError):
             results = {}
-    args.previous = dict(results)
+    # the parts read each other's results as they stand now (this run's, else kept ones):
+    # the design part's "auto" configuration comes from the concrete folds' choices
+    args.results = results
     for part in args.parts:
         print(f"[materials] {part} ...", flush=True)
         fn = {"concrete": run_concrete, "nims": run_nims, "design": run_design}[part]
@@ -954,7 +963,7 @@ def main(argv: list[str] | None = None) -> dict:
         "args": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
-            if k != "previous"
+            if k != "results"
         },
         "parts_run_now": list(args.parts),
         "twin_grid": {k: {**v, "hidden": list(v["hidden"])} for k, v in TWIN_GRID.items()},

@@ -18,60 +18,38 @@ features differently, naming what differs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from twin._util.atomic import atomic_path, write_text_atomic
 from twin.cohort import CohortSchema
 from twin.model.context_encoding import ContextEncoding
 from twin.model.dynamic_training import DynamicTrainingConfig, DynamicTrainingHistory
 from twin.model.feature_transform import FeatureTransform
+from twin.model.model_folder import (
+    load_weights_into,
+    read_model_metadata,
+    read_weights,
+    twin_version,
+    verified_weights_path,
+    write_model_folder,
+)
 
 FORMAT = "twin.DynamicTwinModel"
 FORMAT_VERSION = 1
-METADATA_FILE = "model.json"
-WEIGHTS_FILE = "weights.pt"
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def _twin_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("twin")
-    except Exception:  # pragma: no cover - not installed as a distribution
-        return "unknown"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model`` into the folder ``path``; see the module docstring."""
     module = model._require_fitted()
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
-    for name in (METADATA_FILE, WEIGHTS_FILE):
-        if (folder / name).exists() and not overwrite:
-            raise FileExistsError(
-                f"{folder / name} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-            )
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE, overwrite=overwrite) as tmp:
-        torch.save(state, tmp)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "twin_version": _twin_version(),
+        "twin_version": twin_version(),
         "schema": model.schema.to_dict(),
         "schema_hash": model.schema.hash(),
         "config": {
@@ -97,14 +75,8 @@ def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
         "static_dim": model.static_dim,
         "training": model.training_config.to_dict() if model.training_config else None,
         "history": model.history.to_dict() if model.history else None,
-        "weights_sha256": _sha256(folder / WEIGHTS_FILE),
     }
-    write_text_atomic(
-        folder / METADATA_FILE,
-        json.dumps(meta, indent=1, default=_json_default),
-        overwrite=overwrite,
-    )
-    return folder
+    return write_model_folder(path, module, meta, overwrite=overwrite, json_default=_json_default)
 
 
 def _json_default(x: Any) -> Any:
@@ -115,32 +87,9 @@ def _json_default(x: Any) -> Any:
 
 def read_dynamic_metadata(path: str | os.PathLike) -> dict:
     """The checked ``model.json`` of a saved dynamic model."""
-    folder = Path(path)
-    meta_path = folder / METADATA_FILE
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no saved twin model in {folder} (missing {METADATA_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{meta_path}: not a {FORMAT} file (format {meta.get('format')!r}); "
-            "a static TwinModel loads with twin.TwinModel.load"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_path}: model format version {meta.get('format_version')}, this twin reads "
-            f"version {FORMAT_VERSION}; re-train or use the twin version that wrote it "
-            f"({meta.get('twin_version')})"
-        )
-    schema = CohortSchema.from_dict(meta["schema"])
-    if schema.hash() != meta.get("schema_hash"):
-        raise ValueError(
-            f"{meta_path}: the stored schema does not match its hash "
-            f"({schema.hash()} vs {meta.get('schema_hash')}); the file was edited or damaged"
-        )
-    return meta
+    return read_model_metadata(
+        path, FORMAT, FORMAT_VERSION, "; a static TwinModel loads with twin.TwinModel.load"
+    )
 
 
 def load_dynamic_model(
@@ -153,8 +102,7 @@ def load_dynamic_model(
     """Read a model written by :func:`save_dynamic_model`."""
     from twin.model.dynamic_model import DynamicTwinModel, _restrict
 
-    folder = Path(path)
-    meta = read_dynamic_metadata(folder)
+    meta = read_dynamic_metadata(path)
     saved = CohortSchema.from_dict(meta["schema"])
     cfg = meta["config"]
     pairs = [tuple(p) for p in cfg["features"]]
@@ -177,18 +125,11 @@ def load_dynamic_model(
                 "the saved model was trained on another schema (saved vs given): "
                 + "; ".join(problems[:8])
             )
-    weights_path = folder / WEIGHTS_FILE
-    if not weights_path.exists():
-        raise FileNotFoundError(f"{weights_path} is missing")
-    if _sha256(weights_path) != meta.get("weights_sha256"):
-        raise ValueError(
-            f"{weights_path} is not the weights file {METADATA_FILE} was written with "
-            "(checksum differs)"
-        )
+    weights_path = verified_weights_path(path, meta)
     static_dim = int(meta.get("static_dim") or 0)
     if static_dim and static_model is None:
         raise ValueError(
-            f"{folder}: the model was trained with a static model (latent_dim {static_dim}); "
+            f"{path}: the model was trained with a static model (latent_dim {static_dim}); "
             "pass static_model= to load it"
         )
     modalities = list(dict.fromkeys(m for m, _ in pairs))
@@ -225,19 +166,10 @@ def load_dynamic_model(
             f"the saved dynamic model expects {static_dim}"
         )
     module = model._build_module(model.timescales or (1.0, 100.0))
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = read_weights(weights_path)
     if "dynamics.A_free" in state and "dynamics.L_free" in state:
         _match_free_parametrisation(module, state)
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [k for k in expected if k in state and expected[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{weights_path}: weights do not fit the model described in {METADATA_FILE} "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:5]})"
-        )
-    module.load_state_dict(state)
+    load_weights_into(module, state, weights_path)
     module.to(model.device).eval()
     for p in module.parameters():
         p.requires_grad_(False)

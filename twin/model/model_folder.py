@@ -1,0 +1,136 @@
+"""The on-disk folder shared by every saved model: ``model.json`` + ``weights.pt``.
+
+:mod:`twin.model.persistence` (``TwinModel``) and :mod:`twin.model.dynamic_persistence`
+(``DynamicTwinModel``) decide *what* goes into the metadata; this module does the
+parts they share: refusing to replace files unless asked, writing the weights and the
+JSON atomically, recording and checking the weights' SHA-256, checking the format
+name, format version and schema hash on read, and loading the weights without pickle
+(``torch.load(weights_only=True)``) against the module they must fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twin._util.atomic import atomic_path, write_text_atomic
+from twin.cohort import CohortSchema
+
+METADATA_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def twin_version() -> str:
+    """The installed twin version ("unknown" when not installed as a distribution)."""
+    try:
+        from importlib.metadata import version
+
+        return version("twin")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_model_folder(
+    path: str | os.PathLike,
+    module: torch.nn.Module,
+    metadata: dict,
+    *,
+    overwrite: bool = False,
+    json_default: Any = None,
+) -> Path:
+    """Write ``module``'s weights and ``metadata`` (plus ``weights_sha256``) to ``path``.
+
+    Raises ``FileExistsError`` when ``path`` is a file, or when it already holds a
+    model and ``overwrite`` is false.  Both files are written atomically.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    for name in (METADATA_FILE, WEIGHTS_FILE):
+        if (folder / name).exists() and not overwrite:
+            raise FileExistsError(
+                f"{folder / name} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE, overwrite=overwrite) as tmp:
+        torch.save(state, tmp)
+    meta = {**metadata, "weights_sha256": _sha256(folder / WEIGHTS_FILE)}
+    text = json.dumps(meta, indent=1, default=json_default)
+    write_text_atomic(folder / METADATA_FILE, text, overwrite=overwrite)
+    return folder
+
+
+def read_model_metadata(
+    path: str | os.PathLike, fmt: str, version: int, other_hint: str = ""
+) -> dict:
+    """The ``model.json`` in ``path``, checked for format ``fmt``, ``version`` and schema hash.
+
+    ``other_hint`` is appended to the message when the folder holds another format
+    (e.g. how to load that one instead).
+    """
+    meta_path = Path(path) / METADATA_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no saved twin model in {Path(path)} (missing {METADATA_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if meta.get("format") != fmt:
+        raise ValueError(
+            f"{meta_path}: not a {fmt} file (format {meta.get('format')!r}){other_hint}"
+        )
+    if meta.get("format_version") != version:
+        raise ValueError(
+            f"{meta_path}: model format version {meta.get('format_version')}, this twin reads "
+            f"version {version}; re-train or use the twin version that wrote it "
+            f"({meta.get('twin_version')})"
+        )
+    schema = CohortSchema.from_dict(meta["schema"])
+    if schema.hash() != meta.get("schema_hash"):
+        raise ValueError(
+            f"{meta_path}: the stored schema does not match its hash "
+            f"({schema.hash()} vs {meta.get('schema_hash')}); the file was edited or damaged"
+        )
+    return meta
+
+
+def verified_weights_path(path: str | os.PathLike, meta: dict) -> Path:
+    """``weights.pt`` in ``path``, after checking it is the file ``meta`` was written with."""
+    weights_path = Path(path) / WEIGHTS_FILE
+    if not weights_path.exists():
+        raise FileNotFoundError(f"{weights_path} is missing")
+    if _sha256(weights_path) != meta.get("weights_sha256"):
+        raise ValueError(
+            f"{weights_path} is not the weights file {METADATA_FILE} was written with "
+            "(checksum differs)"
+        )
+    return weights_path
+
+
+def read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights_path``, read without pickle."""
+    return torch.load(weights_path, map_location="cpu", weights_only=True)
+
+
+def load_weights_into(module: torch.nn.Module, state: dict, weights_path: Path) -> None:
+    """``module.load_state_dict(state)``, refusing names or shapes that do not fit."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and expected[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{weights_path}: weights do not fit the model described in {METADATA_FILE} "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:5]})"
+        )
+    module.load_state_dict(state)
