@@ -37,3 +37,26 @@ def test_info_command_describes_a_saved_cohort(tmp_path) -> None:
     assert "5 individuals" in result.output and "mrna" in result.output
     missing = CliRunner().invoke(app, ["info", str(tmp_path / "none.nc")])
     assert missing.exit_code == 2 and "no cohort file" in missing.output
+
+
+def test_demo_longitudinal_step_forecasts_updates_and_simulates(tmp_path) -> None:
+    """The demo's third step on the shipped trial excerpt: filtering sharpens, arms simulate."""
+    import io
+
+    import xarray as xr
+    from rich.console import Console
+
+    from twin.cli.demo import longitudinal_step
+
+    console = Console(file=io.StringIO(), width=120)
+    summary = longitudinal_step(tmp_path, console, epochs=60, seed=0)
+    stages = summary["forecast_stages"]
+    assert [s["readings"] for s in stages] == [2, 3, 4]
+    widths = [s["width90"] for s in stages]
+    assert widths[0] > widths[1] > widths[2] > 0  # each new reading narrows the interval
+    assert all(s["mae"] > 0 and s["mae_last_value"] > 0 for s in stages)
+    res = xr.open_dataset(tmp_path / "lesion_scenarios.nc", engine="h5netcdf")
+    assert list(res["scenario"].values) == ["Study_4_Arm_1", "Study_4_Arm_2"]
+    assert res.sizes["draw"] == 200 and res.sizes["individual"] == 85
+    assert (tmp_path / "lesion_scenarios.png").stat().st_size > 10_000
+    assert "forecast as readings arrive" in console.file.getvalue()

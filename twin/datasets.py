@@ -44,3 +44,11 @@ def load_rosmap() -> Cohort:
 def concrete_csv_path() -> Path:
     """Path of the UCI concrete compressive strength table (CC BY 4.0)."""
     return demo_dir() / "materials" / "concrete.csv"
+
+
+def lesion_demo_path() -> Path:
+    """Lesion-size trial excerpt: every other patient of Study 4 (both arms), 282 rows (MIT).
+
+    Read it with :func:`twin.read_lesion_trials`.
+    """
+    return demo_dir() / "oncology" / "lesion_study4.csv"
