@@ -19,8 +19,10 @@ day 0 (its agent), plus a common ``treatment`` agent for every patient (a
 hierarchical effect: common response with tightly shrunk arm deviations). For
 held-out patients with more than ``k`` readings, the twin is instantiated from the
 first ``k in {2, 3}`` readings and forecasts all later readings. Baselines: last
-reading carried forward (LVCF), and a per-patient exponential (log-linear) fit of
-the first ``k`` readings. Then readings are added one at a time with
+reading carried forward (LVCF), a per-patient exponential (log-linear) fit of
+the first ``k`` readings, and learners trained on the training patients to predict
+later readings directly for absolute error from the same inputs (gradient boosting,
+median regression; :func:`direct_learner_scores`). Then readings are added one at a time with
 ``DynamicTwins.update`` (never retraining) for patients with at least 7 readings,
 each stage forecasting the same target (the last reading). Finally, for Study 4,
 held-out patients are instantiated from their pre-treatment readings (``t <= 0``)
@@ -591,6 +593,14 @@ def print_summary(results: dict) -> None:
                     f"diff vs LVCF 90% CI {r['mae_difference_vs_lvcf_interval_90'][0]:+.2f} to "
                     f"{r['mae_difference_vs_lvcf_interval_90'][1]:+.2f}"
                 )
+        for r in les.get("direct_learners", []):
+            print(
+                f"direct learners   k={r['k']} LVCF {r['lvcf_mae']:.2f}  "
+                + "  ".join(
+                    f"{n} {r[n]['mae']:.2f} ({r[n]['relative_to_lvcf']:.3f} x)"
+                    for n in ("gbm_direct", "median_regression")
+                )
+            )
         print("update curve (same target, readings added by update):")
         for st in les["update_curve"]["stages"]:
             print(
