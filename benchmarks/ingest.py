@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         "resources_used_and_validated": report.used,
         "resources_skipped_unvalidated": report.unused,
         "skipped_entries": report.skipped_counts,
+        "used_with_assumption": report.notes,
         "unit_splits": report.unit_splits,
     }
     result["machine"]["load_average_at_end"] = (

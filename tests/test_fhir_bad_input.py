@@ -124,12 +124,35 @@ def test_quantity_without_unit_is_skipped_and_the_rest_kept(tmp_path):
     bp = load("Observation-blood-pressure.json")
     del bp["component"][1]["valueQuantity"]["unit"]
     del bp["component"][1]["valueQuantity"]["code"]
+    bp["component"][1]["valueQuantity"]["value"] = 8.0  # diastolic in kPa? not assumed
+    bundle(
+        tmp_path / "b.json",
+        load("Patient-example.json"),
+        bp,
+        weight("w1", 70.0, unit=None, subject="Patient/example"),
+    )
+    cohort, report = ingest(tmp_path, features=EVERYTHING)
+    assert report.skipped_counts == {"missing-unit": 2} and not report.notes
+    bad = {s.resource_id: s for s in report.skipped}
+    assert bad["blood-pressure"].entry == 1 and "8462-4" in bad["blood-pressure"].reason
+    assert "29463-7" in bad["w1"].reason and "has no unit" in bad["w1"].reason
+    assert set(cohort.features("observations")["name"]) == {"8480-6"}  # systolic kept
+
+
+def test_unitless_blood_pressure_in_range_is_read_in_mmhg_and_reported(tmp_path):
+    """Synthea writes some BP components without a unit: read in mm[Hg], counted, not skipped."""
+    bp = load("Observation-blood-pressure.json")
+    comp = bp["component"][1]["valueQuantity"]  # diastolic
+    value = comp["value"]
+    del comp["unit"], comp["code"]
     bundle(tmp_path / "b.json", load("Patient-example.json"), bp)
     cohort, report = ingest(tmp_path, features=EVERYTHING)
-    bad = only(report, "missing-unit")
-    assert (bad.resource_id, bad.entry) == ("blood-pressure", 1)
-    assert "8462-4" in bad.reason and "has no unit" in bad.reason
-    assert set(cohort.features("observations")["name"]) == {"8480-6"}  # systolic kept
+    assert report.notes == {"unit-assumed": 1} and report.n_skipped == 0
+    assert "used with an assumption: 1 unit-assumed" in str(report)
+    feats = cohort.features("observations").set_index("name")
+    assert feats.loc["8462-4", "unit"] == "mm[Hg]"
+    long = cohort.to_long("observations")
+    assert long.loc[long["feature"] == "8462-4", "value"].tolist() == [value]
 
 
 def test_impossible_values_are_skipped_and_the_rest_kept(tmp_path):

@@ -27,6 +27,7 @@ from twin.io.fhir.references import (
     map_imaging_study,
     map_molecular_sequence,
 )
+from twin.io.fhir.report import NOTE_CATEGORIES
 from twin.io.fhir.rows import Mapped, TaskResult
 from twin.io.fhir.sources import Task, read_task
 from twin.io.fhir.validate import USED_TYPES, R4BValidator, is_r4b_resource_type
@@ -84,7 +85,10 @@ def process_task(task: Task, validation: str = "cached") -> TaskResult:
         for table, row in rows:
             out.rows[table].append(row)
         for category, reason in problems:
-            skipped.append((task.file, index, rtype, rid, category, reason))
+            if category in NOTE_CATEGORIES:
+                out.notes[category] += 1
+            else:
+                skipped.append((task.file, index, rtype, rid, category, reason))
     if file_error:
         out.file_error = file_error
         where = task.first_line + len(task.lines or ()) if task.fmt == "ndjson" else -1

@@ -17,7 +17,7 @@ import math
 from twin.io.fhir.elements import LOINC, choice_time, concept_label, pick_coding, subject_key
 from twin.io.fhir.references import genomics_reference, is_genomics
 from twin.io.fhir.rows import Mapped
-from twin.io.fhir.units import normalise_unit
+from twin.io.fhir.units import ASSUMED_UNIT, normalise_unit
 
 SKIPPED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 _UNSUPPORTED_VALUES = (
@@ -88,6 +88,16 @@ def _value(holder: dict, label: str) -> tuple[str, object, str] | tuple[None, st
     return None, "no-value", f"{label}: no value"
 
 
+def _assumed_unit(holder: dict, code: str) -> str:
+    """The unit a unit-less quantity of ``code`` is read in (:data:`ASSUMED_UNIT`), or ''."""
+    rule = ASSUMED_UNIT.get(code)
+    if rule is None:
+        return ""
+    unit, low, high = rule
+    value = holder["valueQuantity"]["value"]
+    return unit if low <= value <= high else ""
+
+
 def map_observation(resource: dict, res: int) -> Mapped:
     """Rows for each value of one Observation (top-level value and components)."""
     rows: list[tuple[str, tuple]] = []
@@ -124,6 +134,12 @@ def map_observation(resource: dict, res: int) -> Mapped:
                 problems.append(("no-value", f"{label}: no value"))
             continue
         kind, value, unit = _value(holder, "{label}")
+        if kind is None and value == "missing-unit":
+            assumed = _assumed_unit(holder, c)
+            if assumed:
+                kind, value, unit = "quantity", float(holder["valueQuantity"]["value"]), assumed
+                label = f"{display or 'code'} ({c})"
+                problems.append(("unit-assumed", f"{label}: no unit, read as {assumed}"))
         if kind is None:
             label = f"{display or 'code'} ({c})"
             category, reason = str(value), unit.replace("{label}", label, 1)

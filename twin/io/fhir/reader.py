@@ -118,6 +118,8 @@ def _collect(result: TaskResult, report: IngestReport) -> None:
         report.unused[rtype] = report.unused.get(rtype, 0) + n
     for item in result.skipped:
         report.skip(SkippedEntry(*item))
+    for category, n in result.notes.items():
+        report.notes[category] = report.notes.get(category, 0) + n
 
 
 def ingest(

@@ -28,6 +28,15 @@ CATEGORIES: dict[str, str] = {
 }
 
 
+#: Entries used under a stated assumption: counted in ``IngestReport.notes``, not skipped.
+NOTE_CATEGORIES: dict[str, str] = {
+    "unit-assumed": (
+        "quantity without a unit read in the only unit its code is reported in, its value "
+        "being in that unit's physiological range (blood pressures: mm[Hg])"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class SkippedEntry:
     """One skipped entry (or part of one), with where it came from and why.
@@ -76,6 +85,8 @@ class IngestReport:
     unused: dict[str, int] = field(default_factory=dict)
     skipped_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedEntry] = field(default_factory=list)
+    #: entries used under an assumption, by :data:`NOTE_CATEGORIES` key
+    notes: dict[str, int] = field(default_factory=dict)
     details_omitted: int = 0
     individuals: int = 0
     features: dict[str, list[str]] = field(default_factory=dict)
@@ -153,6 +164,10 @@ class IngestReport:
             lines.append(
                 f"  kept apart: {split['count']:,} values of {split['code']} in {split['unit']} "
                 f"as feature {split['feature']!r} (not convertible to {split['main_unit']})"
+            )
+        for category, n in sorted(self.notes.items()):
+            lines.append(
+                f"  used with an assumption: {n:,} {category} ({NOTE_CATEGORIES[category]})"
             )
         if self.skipped_counts:
             counts = ", ".join(f"{k} {v:,}" for k, v in Counter(self.skipped_counts).most_common())

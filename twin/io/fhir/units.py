@@ -269,6 +269,16 @@ PREFERRED_UNIT: dict[str, str] = {
     "6768-6": "U/L",
 }
 
+#: Codes reported in a single unit in practice, whose unit-less quantities are read in it
+#: when the value lies in that unit's physiological range ``(unit, low, high)``; other
+#: unit-less values stay skipped (``missing-unit``).  Synthea writes some blood-pressure
+#: components without a unit; a kPa value (about 5-40) falls outside these ranges.
+ASSUMED_UNIT: dict[str, tuple[str, float, float]] = {
+    "8480-6": ("mm[Hg]", 50.0, 300.0),  # systolic
+    "8462-4": ("mm[Hg]", 25.0, 200.0),  # diastolic
+    "8478-0": ("mm[Hg]", 30.0, 250.0),  # mean
+}
+
 #: Plausible ranges ``(low, high, unit)`` by LOINC code; values outside are rejected.
 PLAUSIBLE: dict[str, tuple[float, float, str]] = {
     "29463-7": (0.0, 700.0, "kg"),  # body weight
