@@ -123,13 +123,20 @@ def paired_bootstrap(
 
 # ---------------------------------------------------------------------- Synthea
 def synthea_cohort(folder: Path, jobs: int) -> twin.Cohort:
-    """The ingested Synthea cohort, cached in the temp folder (keyed by the file list)."""
+    """The ingested Synthea cohort, cached in the temp folder.
+
+    Keyed by the file list and the source of the FHIR reader, so a change to either
+    re-reads the bundles.
+    """
     files = sorted(folder.glob("*.json.gz"))
     if not files:
         raise FileNotFoundError(f"no Synthea bundles in {folder} (set TWIN_DATA?)")
-    key = hashlib.sha256(
+    digest = hashlib.sha256(
         "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode()
-    ).hexdigest()[:12]
+    )
+    for src in sorted((REPO / "twin" / "io" / "fhir").glob("*.py")):
+        digest.update(src.read_bytes())
+    key = digest.hexdigest()[:12]
     cache = Path(tempfile.gettempdir()) / f"twin_forecast_synthea_{key}.nc"
     if cache.exists():
         try:
