@@ -29,6 +29,7 @@ from twin.model.context_encoding import ContextEncoding
 from twin.model.dynamic_training import DynamicTrainingConfig, DynamicTrainingHistory
 from twin.model.feature_transform import FeatureTransform
 from twin.model.model_folder import (
+    attach_loaded_module,
     load_weights_into,
     read_model_metadata,
     read_weights,
@@ -170,14 +171,9 @@ def load_dynamic_model(
     if "dynamics.A_free" in state and "dynamics.L_free" in state:
         _match_free_parametrisation(module, state)
     load_weights_into(module, state, weights_path)
-    module.to(model.device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    model.module = module
-    if meta.get("training"):
-        model.training_config = DynamicTrainingConfig.from_dict(meta["training"])
-    if meta.get("history"):
-        model.history = DynamicTrainingHistory.from_dict(meta["history"])
+    attach_loaded_module(model, module, meta, DynamicTrainingConfig, DynamicTrainingHistory)
     return model
 
 

@@ -134,3 +134,19 @@ def load_weights_into(module: torch.nn.Module, state: dict, weights_path: Path) 
             f"(missing {missing[:5]}, unexpected {unexpected[:5]}, shape {shapes[:5]})"
         )
     module.load_state_dict(state)
+
+
+def attach_loaded_module(
+    model: Any, module: torch.nn.Module, meta: dict, config_cls: Any, history_cls: Any
+) -> None:
+    """Give ``model`` its loaded ``module`` and the training settings and history in ``meta``.
+
+    The module goes to the model's device in eval mode; settings and history are read
+    with ``config_cls.from_dict`` and ``history_cls.from_dict``.
+    """
+    module.to(model.device).eval()
+    model.module = module
+    if meta.get("training"):
+        model.training_config = config_cls.from_dict(meta["training"])
+    if meta.get("history"):
+        model.history = history_cls.from_dict(meta["history"])

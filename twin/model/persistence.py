@@ -24,6 +24,7 @@ import torch
 from twin.cohort import CohortSchema
 from twin.model.covariates import CovariateEncoder
 from twin.model.model_folder import (
+    attach_loaded_module,
     load_weights_into,
     read_model_metadata,
     read_weights,
@@ -91,12 +92,7 @@ def load_model(
     model.covariate_encoder = CovariateEncoder.from_dict(meta["covariates"])
     module = model._build_module()
     load_weights_into(module, read_weights(weights_path), weights_path)
-    module.to(model.device).eval()
-    model.module = module
-    if meta.get("training"):
-        model.training_config = TrainingConfig.from_dict(meta["training"])
-    if meta.get("history"):
-        model.history = TrainingHistory.from_dict(meta["history"])
+    attach_loaded_module(model, module, meta, TrainingConfig, TrainingHistory)
     return model
 
 
