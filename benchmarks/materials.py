@@ -20,7 +20,10 @@ Methods
     ``twin``: :func:`twin.materials_twins.concrete_twin` (static twin of ``mix`` and
     ``strength_at_age``: strength at the canonical ages 3 ... 365 d); configuration
     chosen among ``TWIN_GRID`` by inner 3-fold CV on the training fold (inner MAE of
-    the 28-day strength from the mix).  Task 1: ``predict`` from the mix, 90 %
+    the 28-day strength from the mix, one member per configuration), then fitted as an
+    ensemble of ``--twin-members`` (default 5) members (``n_members``: the mixture of
+    the members' predictives); ``twin_1member`` is its first member alone, the plain
+    one-model twin, side by side.  Task 1: ``predict`` from the mix, 90 %
     interval ``q05``–``q95``.  Task 2: the earliest measurement is observed (its
     canonical age feature) and :meth:`~twin.materials_twins.PropertyTwinModel.curve`
     gives every later age (log-age interpolation of joint draws).  An earliest age
@@ -55,11 +58,12 @@ the inputs; then one property measured (tensile strength; hardness) and the othe
 three predicted: the twin observes it, the baselines get it as an extra input.
 
 Inverse design: the twin fitted on all concrete mixes (the configuration the concrete
-part's inner CV chose most often, ``--design-config auto``) is asked
+part's inner CV chose most often, ``--design-config auto``; ``--twin-members``
+members) is asked
 for the mix of minimum cement content reaching 30 / 40 / 50 MPa at 28 days with
 probability 0.9 (bounds: the data's range of each component).  Reported: the mix, the
 twin's forward prediction and probability (fresh draws), an independently trained twin
-(seed 1) and a 500-tree random forest on (mix, age) as outside checks, and the five
+(seed 1, same number of members: how much the probability depends on training) and a 500-tree random forest on (mix, age) as outside checks, and the five
 nearest real mixes (standardised distance) with their measured 28-day strengths.
 
 Usage::
@@ -75,6 +79,7 @@ Data: ``$TWIN_DATA`` or ``<repo>/../shared/data``.  Results:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -325,7 +330,7 @@ class StrengthLaw:
 
 
 # ---------------------------------------------------------------------- concrete methods
-def twin_model(cfg: dict, device: str):
+def twin_model(cfg: dict, device: str, n_members: int = 1):
     import twin
     from twin.materials_twins import concrete_twin
 
@@ -338,15 +343,23 @@ def twin_model(cfg: dict, device: str):
         latent_dim=cfg["latent_dim"],
         default_spec=spec,
         conditional=cfg.get("conditional", False),
+        n_members=n_members,
         device=device,
     )
 
 
-def twin_fit(cfg: dict, cohort, seed: int, device: str, epochs: int | None):
+def twin_fit(cfg: dict, cohort, seed: int, device: str, epochs: int | None, n_members: int = 1):
     settings = dict(cfg["training"])
     if epochs is not None:
         settings["epochs"] = epochs
-    return twin_model(cfg, device).fit(cohort, seed=seed, **settings)
+    return twin_model(cfg, device, n_members).fit(cohort, seed=seed, **settings)
+
+
+def first_member(model):
+    """The one-member twin of an ensemble's first member (same seed as a plain fit)."""
+    single = copy.copy(model)
+    single.members, single.n_members = model.members[:1], 1
+    return single
 
 
 def choose_twin(train, seed: int, device: str, epochs: int | None, k: int = 3) -> tuple[str, dict]:
@@ -493,24 +506,31 @@ def concrete_fold(train, test, seed: int, args) -> dict:
             name, scores = args.twin_config, {}
         else:
             name, scores = choose_twin(train, seed, args.device, args.epochs)
-        model = twin_fit(TWIN_GRID[name], train, seed, args.device, args.epochs)
+        ensemble = twin_fit(
+            TWIN_GRID[name], train, seed, args.device, args.epochs, args.twin_members
+        )
         out["info"]["twin_config"] = name
         out["info"]["twin_inner_mae"] = scores
-        out["info"]["twin_epochs"] = len(model.model.history.train_loss)
+        out["info"]["twin_epochs"] = [len(m.history.train_loss) for m in ensemble.members]
         mixes = test.select(modalities=["mix"])
-        pred = model.predict(mixes, n_draws=args.n_draws, seed=seed).sel(property="fc_28d")
-        pos = pd.Index(pred["individual"].values).get_indexer(t1["mix_id"])
-        add(
-            "fc28",
-            "twin",
-            pred["mean"].values[pos],
-            pred["q05"].values[pos],
-            pred["q95"].values[pos],
-        )
+        # the ensemble ("twin") and, side by side, its first member alone
+        variants = {"twin": ensemble}
+        if args.twin_members > 1:
+            variants["twin_1member"] = first_member(ensemble)
+        for method, model in variants.items():
+            pred = model.predict(mixes, n_draws=args.n_draws, seed=seed).sel(property="fc_28d")
+            pos = pd.Index(pred["individual"].values).get_indexer(t1["mix_id"])
+            add(
+                "fc28",
+                method,
+                pred["mean"].values[pos],
+                pred["q05"].values[pos],
+                pred["q95"].values[pos],
+            )
         ages = np.unique(e_te["age"].to_numpy())
         ids = pd.Index(test.individuals.astype(str))
         first = e_te.groupby("mix_id")[["t0", "y0"]].first()
-        obs = pd.DataFrame(np.nan, index=ids, columns=model.property_names)
+        obs = pd.DataFrame(np.nan, index=ids, columns=ensemble.property_names)
         canon = canonical_ages(first["t0"].to_numpy())
         used = 0
         for mix_id, c, y0 in zip(first.index, canon, first["y0"], strict=True):
@@ -521,7 +541,10 @@ def concrete_fold(train, test, seed: int, args) -> dict:
         out["info"]["twin_early_not_mappable"] = int(len(first) - used)
         row = ids.get_indexer(e_te["mix_id"])
         col = np.searchsorted(ages, e_te["age"].to_numpy())
-        for method, observed in (("twin", obs), ("twin_mix_only", None)):
+        curves = [("twin", ensemble, obs), ("twin_mix_only", ensemble, None)]
+        if args.twin_members > 1:
+            curves.append(("twin_1member", variants["twin_1member"], obs))
+        for method, model, observed in curves:
             cur = model.curve(mixes, ages, observed, n_draws=args.n_draws, seed=seed)
             add(
                 "curve",
@@ -795,14 +818,21 @@ def run_design(args, root: Path) -> dict:
         source = "--design-config"
     cfg = TWIN_GRID[name]
     t0 = time.perf_counter()
-    model = twin_fit(cfg, cohort, args.seed, args.device, args.epochs)
-    check = twin_fit(cfg, cohort, args.seed + 1, args.device, args.epochs)
+    members = args.twin_members
+    model = twin_fit(cfg, cohort, args.seed, args.device, args.epochs, members)
+    check = twin_fit(cfg, cohort, args.seed + 1, args.device, args.epochs, members)
     rows = concrete_rows(cohort)
     rf = make_rf(args.seed).fit(
         rows[[*MIX_FEATURES, "age"]].to_numpy(dtype=float), rows["strength"].to_numpy()
     )
     fit_s = time.perf_counter() - t0
-    out = {"config": name, "config_source": source, "fit_s": fit_s, "targets": {}}
+    out = {
+        "config": name,
+        "config_source": source,
+        "n_members": members,
+        "fit_s": fit_s,
+        "targets": {},
+    }
     for target in args.design_targets:
         t0 = time.perf_counter()
         res = inverse_design(
@@ -920,6 +950,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--design-candidates", type=int, default=1024)
     ap.add_argument("--design-iterations", type=int, default=20)
     ap.add_argument("--n-draws", type=int, default=1000)
+    ap.add_argument(
+        "--twin-members",
+        type=int,
+        default=5,
+        help="ensemble members of the concrete and design twins (the inner selection fits one)",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--quick", action="store_true", help="2 folds, 60 epochs: checks the script runs"
@@ -928,7 +964,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "materials.json")
     args = ap.parse_args(argv)
     if args.quick:
-        args.folds, args.epochs, args.n_draws = 2, 60, 200
+        args.folds, args.epochs, args.n_draws, args.twin_members = 2, 60, 200, 2
         args.twin_config = args.twin_config or next(iter(TWIN_GRID))
         args.design_targets, args.design_candidates, args.design_iterations = [40.0], 256, 3
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from materials_twin_helpers import EXCERPT, EXCERPT_AGES, TINY, excerpt_cohort, synthetic
 from materials_twin_helpers import excerpt_twin as excerpt_model
 from materials_twin_helpers import synthetic_twin as synthetic_model
@@ -240,6 +241,47 @@ def test_property_twin_refuses_bad_requests(excerpt, excerpt_twin):
         PropertyTwinModel(["mix"], ["strength"]).fit(excerpt, epochs=1)
     with pytest.raises(ValueError, match="both inputs and outputs"):
         PropertyTwinModel(["mix"], ["mix"])
+
+
+def test_property_twin_ensemble_pools_its_members(excerpt, excerpt_twin):
+    """Members are trainings from distinct seeds (the first one the plain model); every
+    prediction comes from the members' pooled draws; measurements stay as measured."""
+    from twin.materials_twins.property_twin import member_seed
+
+    settings = dict(seed=0, epochs=30, validation_fraction=0.0, kl_warmup_epochs=5)
+    ens = concrete_twin(latent_dim=4, default_spec=TINY, n_members=2).fit(excerpt, **settings)
+    assert len(ens.members) == 2 and ens.model is ens.members[0]
+    assert "2 members" in repr(ens)
+    plain = excerpt_twin.model.module.state_dict()
+    first, second = (m.module.state_dict() for m in ens.members)
+    assert all(torch.equal(plain[k], first[k]) for k in plain)
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+    mixes = excerpt.select(modalities=["mix"])
+    draws = ens.sample(mixes, n_draws=10, seed=3)
+    for k, block in enumerate((slice(0, 5), slice(5, 10))):
+        own = ens.twins(mixes, member=k, seed=member_seed(3, k))
+        own = own.sample(n_draws=5, seed=member_seed(3, k))["strength_at_age"].values
+        assert draws.values[block] == pytest.approx(own)
+    pred = ens.predict(mixes, n_draws=10, seed=3)
+    assert pred["mean"].values == pytest.approx(draws.values.mean(0))
+    assert pred["q95"].values == pytest.approx(np.quantile(draws.values, 0.95, axis=0))
+    assert pred.attrs["n_members"] == 2
+
+    measured = ens.output_frame(excerpt)["fc_28d"].to_numpy()
+    upd = ens.predict(excerpt, observed=["fc_28d"], n_draws=20).sel(property="fc_28d")
+    seen = np.isfinite(measured)
+    assert seen.sum() >= 5
+    assert (upd["observed"].values == seen).all()
+    assert upd["mean"].values[seen] == pytest.approx(measured[seen])
+    assert (upd["sd"].values[seen] == 0).all() and (upd["sd"].values[~seen] > 0).all()
+
+    with pytest.raises(ValueError, match="n_draws"):
+        ens.sample(mixes, n_draws=1)
+    with pytest.raises(IndexError, match="member"):
+        ens.twins(mixes, member=2)
+    with pytest.raises(ValueError, match="n_members"):
+        concrete_twin(n_members=0)
 
 
 @pytest.fixture(scope="module")

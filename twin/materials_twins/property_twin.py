@@ -89,6 +89,17 @@ class PropertyTwinModel:
         ``p(inputs, properties | z)``, which can also impute missing inputs; on
         concrete it is the better of the two (``benchmarks/materials.py``: 28-day MAE
         4.76 vs 4.82 MPa, later ages 3.75 vs 4.34).
+    n_members
+        Number of population models trained from different seeds (a deep ensemble).
+        With more than one, every prediction is the equal-weight mixture of the
+        members' predictives: :meth:`sample` pools draws from every member and
+        :meth:`predict`, :meth:`probability`, :meth:`curve` and the inverse design
+        summarise the pooled draws.  A small data set leaves the fitted network
+        depending on its training seed; the mixture averages that out and widens
+        intervals where the members disagree (``benchmarks/materials.py``: concrete
+        28-day MAE, later ages with the earliest given, and the spread of a design's
+        probability between training seeds, one member against five).  Training
+        time grows with the number of members.
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     num_threads
@@ -96,8 +107,11 @@ class PropertyTwinModel:
 
     Attributes
     ----------
+    members
+        The fitted :class:`twin.TwinModel` of each ensemble member (empty before
+        :meth:`fit`).
     model
-        The fitted :class:`twin.TwinModel` (``None`` before :meth:`fit`).
+        The first member (``None`` before :meth:`fit`); the only one by default.
     schema
         Schema of the input and output modalities seen at :meth:`fit`.
     input_stats
@@ -128,6 +142,7 @@ class PropertyTwinModel:
         derived: DerivedFeatures | None = None,
         graph: ProcessGraph | None = None,
         conditional: bool = False,
+        n_members: int = 1,
         device: str | torch.device = "auto",
         num_threads: int | None = 1,
     ):
@@ -148,20 +163,28 @@ class PropertyTwinModel:
         self.device = device
         self.num_threads = num_threads
         self.conditional = bool(conditional)
-        self.model: TwinModel | None = None
+        if isinstance(n_members, bool) or int(n_members) != n_members or n_members < 1:
+            raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
+        self.n_members = int(n_members)
+        self.members: list[TwinModel] = []
         self.schema: CohortSchema | None = None
         self.input_stats: pd.DataFrame | None = None
         self.training_inputs: pd.DataFrame | None = None
 
     # ------------------------------------------------------------------ structure
     @property
+    def model(self) -> TwinModel | None:
+        """The first ensemble member (``None`` before :meth:`fit`)."""
+        return self.members[0] if self.members else None
+
+    @property
     def is_fitted(self) -> bool:
-        return self.model is not None
+        return bool(self.members)
 
     def _require_fitted(self) -> TwinModel:
-        if self.model is None:
+        if not self.members:
             raise RuntimeError("the property twin is not fitted yet; call .fit(cohort) first")
-        return self.model
+        return self.members[0]
 
     def _schema(self) -> CohortSchema:
         if self.schema is None:
@@ -249,7 +272,8 @@ class PropertyTwinModel:
         cohort
             Training cohort holding the input and output modalities (static).
         seed
-            Seed of initialisation, training and validation split.
+            Seed of initialisation, training and validation split (member ``k`` of an
+            ensemble uses :func:`member_seed` ``(seed, k)``).
         progress
             Show a progress bar.
         training
@@ -275,22 +299,30 @@ class PropertyTwinModel:
             self.check_graph(graph)
         self.graph = graph
         self.schema = CohortSchema(tuple(cohort.schema[m] for m in self.inputs + self.outputs))
-        self.model = None  # refitting from scratch: no half-updated state on failure
+        self.members = []  # refitting from scratch: no half-updated state on failure
         modalities = self.outputs if self.conditional else self.inputs + self.outputs
         if self.conditional:
             cohort = self._with_input_covariates(cohort)
-        model = TwinModel(
-            cohort.schema,
-            self.latent_dim,
-            modalities=modalities,
-            specs={m: s for m, s in self.specs.items() if m in modalities},
-            default_spec=self.default_spec,
-            covariates=self.input_names if self.conditional else None,
-            device=self.device,
-            num_threads=self.num_threads,
-        )
-        model.fit(cohort, seed=seed, progress=progress, **{**DEFAULT_TRAINING, **training})
-        self.model = model
+        members = []
+        for k in range(self.n_members):  # members are whole trainings, not a hot path
+            model = TwinModel(
+                cohort.schema,
+                self.latent_dim,
+                modalities=modalities,
+                specs={m: s for m, s in self.specs.items() if m in modalities},
+                default_spec=self.default_spec,
+                covariates=self.input_names if self.conditional else None,
+                device=self.device,
+                num_threads=self.num_threads,
+            )
+            model.fit(
+                cohort,
+                seed=member_seed(seed, k),
+                progress=progress,
+                **{**DEFAULT_TRAINING, **training},
+            )
+            members.append(model)
+        self.members = members
         frame = self.input_frame(cohort)
         self.training_inputs = frame
         self.input_stats = pd.DataFrame(
@@ -435,10 +467,12 @@ class PropertyTwinModel:
             y[list(table.columns)] = table.to_numpy(dtype=float)
         return ids, x, y
 
-    def _observed_data(self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame) -> ObservedData:
-        """The model's prepared data for input and output tables (through a cohort, so the
-        model's own checks and layout apply)."""
-        model = self._require_fitted()
+    def _observed_data(
+        self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame
+    ) -> list[ObservedData]:
+        """Every member's prepared data for input and output tables (through a cohort, so
+        the model's own checks and layout apply)."""
+        self._require_fitted()
         tables, info = {}, {}
         schema = self._schema()
         pairs = ((self.outputs, y),) if self.conditional else ((self.inputs, x), (self.outputs, y))
@@ -473,7 +507,7 @@ class PropertyTwinModel:
         cohort = Cohort.from_tables(
             tables, feature_info=info, individuals=list(ids), covariates=covariates
         )
-        return model.prepare(cohort)
+        return [member.prepare(cohort) for member in self.members]
 
     def twins(
         self,
@@ -482,8 +516,13 @@ class PropertyTwinModel:
         *,
         refine_steps: int | str = "auto",
         seed: int = 0,
+        member: int = 0,
     ) -> Twins:
         """Twins of the candidates (or individuals) conditioned on inputs and observed outputs.
+
+        A twin is the posterior of one population model: with an ensemble
+        (``n_members > 1``) this gives member ``member``'s twins; :meth:`predict`,
+        :meth:`sample` and :meth:`curve` use every member.
 
         Parameters
         ----------
@@ -509,18 +548,33 @@ class PropertyTwinModel:
             hardness measured 24 → 9 MPa).
         seed
             Seed of the refinement's Monte Carlo draws.
+        member
+            Which ensemble member's twins (``0`` ... ``n_members - 1``).
         """
-        return self._build(inputs, observed, refine_steps, seed)[0]
+        if not 0 <= int(member) < max(len(self.members), 1):
+            raise IndexError(f"member must be in 0 ... {len(self.members) - 1}, got {member}")
+        return self._build(inputs, observed, refine_steps, seed, members=[int(member)])[0][0]
 
     def _build(
-        self, inputs: Inputs, observed: Observed, refine_steps: int | str, seed: int = 0
-    ) -> tuple[Twins, pd.DataFrame]:
-        model = self._require_fitted()
+        self,
+        inputs: Inputs,
+        observed: Observed,
+        refine_steps: int | str,
+        seed: int = 0,
+        members: Sequence[int] | None = None,
+    ) -> tuple[list[Twins], pd.DataFrame]:
+        """Twins of each chosen member (default: all) and the input table used."""
+        self._require_fitted()
         ids, x, y = self._arrays(inputs, observed)
-        data = self._observed_data(ids, x, y)
-        steps = self._refine_steps(data, refine_steps)
-        loc, tril = model.posterior(data, refine_steps=steps, seed=seed)
-        return Twins(model, data, loc, tril, refine_steps=steps), x
+        prepared = self._observed_data(ids, x, y)
+        chosen = range(len(self.members)) if members is None else members
+        steps = self._refine_steps(prepared[0], refine_steps)
+        out = []
+        for k in chosen:
+            model, data = self.members[k], prepared[k]
+            loc, tril = model.posterior(data, refine_steps=steps, seed=member_seed(seed, k))
+            out.append(Twins(model, data, loc, tril, refine_steps=steps))
+        return out, x
 
     def _refine_steps(self, data: ObservedData, refine_steps: int | str) -> int:
         """``"auto"``: :data:`AUTO_REFINE_STEPS` if some modality is partly observed, else 0."""
@@ -566,15 +620,26 @@ class PropertyTwinModel:
             (derived features recomputed).  Coordinates ``unit`` and ``modality`` on
             ``property``.
         """
-        twins, x = self._build(inputs, observed, refine_steps, seed)
-        ids = twins.individuals.astype(str)
-        imp = twins.impute(n_draws=n_draws, quantiles=quantiles, seed=seed)
+        built, x = self._build(inputs, observed, refine_steps, seed)
+        ids = built[0].individuals.astype(str)
         names = [quantile_suffix(float(q)) for q in quantiles]
-        stats = {"mean": "", "sd": "_sd", **{n: f"_{n}" for n in names}, "observed": "_observed"}
         out = {}
-        for key, suffix in stats.items():
-            parts = [imp[f"{m}{suffix}"].values for m in self.outputs]
-            out[key] = (("individual", "property"), np.concatenate(parts, axis=1))
+        if len(built) == 1:
+            imp = built[0].impute(n_draws=n_draws, quantiles=quantiles, seed=seed)
+            stats = {"mean": "", "sd": "_sd", **{n: f"_{n}" for n in names}}
+            stats["observed"] = "_observed"
+            for key, suffix in stats.items():
+                parts = [imp[f"{m}{suffix}"].values for m in self.outputs]
+                out[key] = (("individual", "property"), np.concatenate(parts, axis=1))
+        else:  # the mixture of the members' predictives, from pooled draws
+            draws = self._pooled_draws(built, n_draws, seed)  # measured: same in every draw
+            obs = np.concatenate([built[0].data.masks[m].cpu().numpy() for m in self.outputs], 1)
+            dims = ("individual", "property")
+            out["mean"] = (dims, np.where(obs, draws[0], draws.mean(0)))
+            out["sd"] = (dims, np.where(obs, 0.0, draws.std(0, ddof=1)))
+            for q, name in zip(quantiles, names, strict=True):
+                out[name] = (dims, np.where(obs, draws[0], np.quantile(draws, float(q), axis=0)))
+            out["observed"] = (dims, obs)
         out["inputs"] = (("individual", "input"), x.to_numpy(dtype=float))
         units = self.units()
         return xr.Dataset(
@@ -596,7 +661,8 @@ class PropertyTwinModel:
                 "n_draws": int(n_draws),
                 "seed": int(seed),
                 "quantiles": [float(q) for q in quantiles],
-                "refine_steps": int(twins.refine_steps),
+                "refine_steps": int(built[0].refine_steps),
+                "n_members": len(built),
             },
         )
 
@@ -611,21 +677,38 @@ class PropertyTwinModel:
     ) -> xr.DataArray:
         """Joint posterior predictive draws of the properties: ``(draw, individual, property)``.
 
-        Measured properties hold their measured value in every draw.
+        Measured properties hold their measured value in every draw.  With an ensemble
+        the draws are pooled from every member (member ``k`` gives draws
+        ``k * n_draws // n_members`` onwards), a sample of the equal-weight mixture.
         """
-        twins = self.twins(inputs, observed, refine_steps=refine_steps, seed=seed)
-        draws = twins.sample(n_draws=n_draws, seed=seed, keep_observed=True)
-        arr = np.concatenate([draws[m].values for m in self.outputs], axis=-1)
+        built, _ = self._build(inputs, observed, refine_steps, seed)
+        arr = self._pooled_draws(built, n_draws, seed)
         return xr.DataArray(
             arr,
             dims=("draw", "individual", "property"),
             coords={
                 "draw": np.arange(n_draws),
-                "individual": twins.individuals.astype(str),
+                "individual": built[0].individuals.astype(str),
                 "property": np.array(self.property_names, dtype=object),
             },
             name="draws",
         )
+
+    def _pooled_draws(self, built: Sequence[Twins], n_draws: int, seed: int) -> np.ndarray:
+        """``(n_draws, individual, property)`` draws, split as evenly as possible between the
+        members' twins (observed values kept)."""
+        if n_draws < len(built):
+            raise ValueError(f"n_draws ({n_draws}) must be at least n_members ({len(built)})")
+        bounds = np.linspace(0, n_draws, len(built) + 1).round().astype(int)
+        parts = []
+        for k, twins in enumerate(built):
+            draws = twins.sample(
+                n_draws=int(bounds[k + 1] - bounds[k]),
+                seed=member_seed(seed, k),
+                keep_observed=True,
+            )
+            parts.append(np.concatenate([draws[m].values for m in self.outputs], axis=-1))
+        return np.concatenate(parts, axis=0)
 
     def probability(
         self,
@@ -708,8 +791,14 @@ class PropertyTwinModel:
         return (
             f"<twin.PropertyTwinModel: {' + '.join(self.inputs)} -> {' + '.join(self.outputs)}, "
             f"latent_dim {self.latent_dim}, {'conditional' if self.conditional else 'joint'}, "
-            f"{state}>"
+            f"{self.n_members} member{'s' if self.n_members > 1 else ''}, {state}>"
         )
+
+
+def member_seed(seed: int, k: int) -> int:
+    """Seed of ensemble member ``k`` for ``seed``: ``seed`` itself for the first member (a
+    one-member twin is the plain model), well apart from the seeds of other runs after it."""
+    return int(seed) + 7919 * int(k)
 
 
 def probability_from_draws(
