@@ -87,7 +87,7 @@ class PropertyTwinModel:
         missing input is set to its training mean (with a warning).
         ``False`` (default): inputs are a modality of a joint latent model
         ``p(inputs, properties | z)``, which can also impute missing inputs; on
-        concrete it is the better of the two (``benchmarks/materials.py``: 28-day MAE
+        concrete it is the better of the two (``benchmarks/materials.py``, one member: 28-day MAE
         4.76 vs 4.82 MPa, later ages 3.75 vs 4.34).
     n_members
         Number of population models trained from different seeds (a deep ensemble).
