@@ -282,6 +282,19 @@ def test_property_twin_ensemble_pools_its_members(excerpt, excerpt_twin):
         ens.twins(mixes, member=2)
     with pytest.raises(ValueError, match="n_members"):
         concrete_twin(n_members=0)
+    grades = pd.DataFrame({"grade": ["low", "high"] * 7}, index=excerpt.individuals)
+    with_grade = twin.Cohort.from_tables(
+        {
+            "mix": pd.DataFrame(
+                excerpt.values("mix"),
+                index=excerpt.individuals,
+                columns=excerpt.features("mix")["name"],
+            ),
+            "grade": grades,
+        }
+    )
+    with pytest.raises(ValueError, match="categorical outputs"):
+        PropertyTwinModel(["mix"], ["grade"], n_members=2).fit(with_grade, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -299,6 +299,18 @@ class PropertyTwinModel:
             self.check_graph(graph)
         self.graph = graph
         self.schema = CohortSchema(tuple(cohort.schema[m] for m in self.inputs + self.outputs))
+        categorical = [
+            f"{m}.{f.name}"
+            for m in self.outputs
+            for f in self.schema[m].features
+            if f.type == "categorical"
+        ]
+        if self.n_members > 1 and categorical:
+            raise ValueError(
+                f"an ensemble (n_members={self.n_members}) summarises pooled draws, which has "
+                f"no level probabilities for the categorical outputs {categorical}; use "
+                "n_members=1 or make them inputs"
+            )
         self.members = []  # refitting from scratch: no half-updated state on failure
         modalities = self.outputs if self.conditional else self.inputs + self.outputs
         if self.conditional:
