@@ -63,8 +63,9 @@ members) is asked
 for the mix of minimum cement content reaching 30 / 40 / 50 MPa at 28 days with
 probability 0.9 (bounds: the data's range of each component).  Reported: the mix, the
 twin's forward prediction and probability (fresh draws), an independently trained twin
-(seed 1, same number of members: how much the probability depends on training) and a 500-tree random forest on (mix, age) as outside checks, and the five
-nearest real mixes (standardised distance) with their measured 28-day strengths.
+(seed 1, same number of members: how much the probability depends on training) and a
+500-tree random forest on (mix, age) as outside checks, and the five nearest real mixes
+(standardised distance) with their measured 28-day strengths.
 
 Usage::
 

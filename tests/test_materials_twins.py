@@ -248,8 +248,7 @@ def test_property_twin_ensemble_pools_its_members(excerpt, excerpt_twin):
     prediction comes from the members' pooled draws; measurements stay as measured."""
     from twin.materials_twins.property_twin import member_seed
 
-    settings = dict(seed=0, epochs=30, validation_fraction=0.0, kl_warmup_epochs=5)
-    ens = concrete_twin(latent_dim=4, default_spec=TINY, n_members=2).fit(excerpt, **settings)
+    ens = excerpt_model(n_members=2)  # the same settings as the one-member excerpt_twin
     assert len(ens.members) == 2 and ens.model is ens.members[0]
     assert "2 members" in repr(ens)
     plain = excerpt_twin.model.module.state_dict()

@@ -480,10 +480,10 @@ class PropertyTwinModel:
         return ids, x, y
 
     def _observed_data(
-        self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame
+        self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame, members: Sequence[int]
     ) -> list[ObservedData]:
-        """Every member's prepared data for input and output tables (through a cohort, so
-        the model's own checks and layout apply)."""
+        """The chosen members' prepared data for input and output tables (through a cohort,
+        so the model's own checks and layout apply)."""
         self._require_fitted()
         tables, info = {}, {}
         schema = self._schema()
@@ -519,7 +519,7 @@ class PropertyTwinModel:
         cohort = Cohort.from_tables(
             tables, feature_info=info, individuals=list(ids), covariates=covariates
         )
-        return [member.prepare(cohort) for member in self.members]
+        return [self.members[k].prepare(cohort) for k in members]
 
     def twins(
         self,
@@ -578,12 +578,12 @@ class PropertyTwinModel:
         """Twins of each chosen member (default: all) and the input table used."""
         self._require_fitted()
         ids, x, y = self._arrays(inputs, observed)
-        prepared = self._observed_data(ids, x, y)
-        chosen = range(len(self.members)) if members is None else members
+        chosen = list(range(len(self.members))) if members is None else list(members)
+        prepared = self._observed_data(ids, x, y, chosen)
         steps = self._refine_steps(prepared[0], refine_steps)
         out = []
-        for k in chosen:
-            model, data = self.members[k], prepared[k]
+        for k, data in zip(chosen, prepared, strict=True):
+            model = self.members[k]
             loc, tril = model.posterior(data, refine_steps=steps, seed=member_seed(seed, k))
             out.append(Twins(model, data, loc, tril, refine_steps=steps))
         return out, x
