@@ -254,6 +254,7 @@ def twin_options(args: argparse.Namespace) -> dict:
     """Keyword options for ``TwinModel(...)`` and ``fit(...)`` from the CLI."""
     ctor: dict = {"latent_dim": args.latent_dim}
     fit: dict = {"progress": False}
+    spec: dict = {}
     if args.epochs is not None:
         fit["epochs"] = args.epochs
     for item in args.twin_opt or []:
@@ -262,8 +263,15 @@ def twin_options(args: argparse.Namespace) -> dict:
             val = json.loads(raw)
         except json.JSONDecodeError:
             val = raw
+        if key.startswith("spec."):
+            spec[key.removeprefix("spec.")] = val
+            continue
         target = ctor if key.startswith("model.") else fit
         target[key.removeprefix("model.").removeprefix("fit.")] = val
+    if spec:
+        from twin.model.specs import ModalitySpec
+
+        ctor["default_spec"] = ModalitySpec.from_dict(spec)
     return {"model": ctor, "fit": fit}
 
 
@@ -284,7 +292,8 @@ def twin_fit(train, seed: int, options: dict) -> tuple[object, dict]:
     fit = _accepted(model.fit, options["fit"])
     model.fit(train, seed=seed, **fit)
     ignored = sorted(set(options["model"]) - set(ctor)) + sorted(set(options["fit"]) - set(fit))
-    return model, {"model": ctor, "fit": fit, "ignored": ignored}
+    shown = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in ctor.items()}
+    return model, {"model": shown, "fit": fit, "ignored": ignored}
 
 
 def twin_predict(model, test, block: str, refine_steps: int = 0) -> Prediction:
@@ -497,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         metavar="KEY=VALUE",
         help="extra TwinModel option (JSON value); 'model.KEY' goes to the constructor, "
-        "anything else to fit(); repeatable",
+        "'spec.KEY' to every modality's ModalitySpec, anything else to fit(); repeatable",
     )
     p.add_argument("--knn-k", type=int, default=None, help="fix k instead of inner CV")
     p.add_argument("--mofa-factors", type=int, default=10)
