@@ -325,6 +325,7 @@ class DynamicTwins:
         relative_to: str = "reference",
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         noise: bool = True,
+        calibrated: bool = True,
     ) -> xr.Dataset:
         """Posterior predictive of every modelled feature at the given times.
 
@@ -341,6 +342,10 @@ class DynamicTwins:
         noise
             Include the measurement noise (the predictive of a new measurement;
             default) or not (the noise-free signal ``H z + c``).
+        calibrated
+            Apply the model's forecast calibration
+            (:meth:`DynamicTwinModel.calibrate_forecast`), if it has one, to the
+            predictive of a new measurement.
 
         Returns
         -------
@@ -361,7 +366,8 @@ class DynamicTwins:
         absolute, given, shared = self._requested_times(times, relative_to)
         with self.model.threads():
             m, P = self._latent_at(absolute)
-        return self._decode(m, P, absolute, given, shared, relative_to, quantiles, noise)
+        scale = self.model.forecast_scale if (noise and calibrated) else None
+        return self._decode(m, P, absolute, given, shared, relative_to, quantiles, noise, scale)
 
     def _decode(
         self,
@@ -373,12 +379,15 @@ class DynamicTwins:
         relative_to: str,
         quantiles: Sequence[float],
         noise: bool,
+        sd_scale: np.ndarray | None = None,
     ) -> xr.Dataset:
         model = self.model
         module = model._require_fitted()
         with torch.no_grad():
             ym, yv = module.emission.moments(m, P, noise=noise)
         ym, yv = ym.double().cpu().numpy(), yv.double().cpu().numpy()
+        if sd_scale is not None:  # on the model scale, so log features stay exact
+            yv = yv * np.asarray(sd_scale, dtype=float) ** 2
         qs = [float(q) for q in quantiles]
         mean, sd, qvals = model.transform.moments(ym, yv, qs)
         K = absolute.shape[1]
@@ -411,6 +420,7 @@ class DynamicTwins:
                 "relative_to": relative_to,
                 "quantiles": qs,
                 "noise": int(noise),
+                "calibrated": int(sd_scale is not None),
                 "schema_hash": model.schema.hash(),
             }
         )

@@ -330,6 +330,8 @@ class DynamicTwinModel:
         self.priors: list[EffectPrior] = []
         self.training_config: DynamicTrainingConfig | None = None
         self.history: DynamicTrainingHistory | None = None
+        #: per-feature factor on the forecast sd (:meth:`calibrate_forecast`); None: 1
+        self.forecast_scale: np.ndarray | None = None
         if self.agents is not None:
             self.priors = parse_effect_priors(self.prior_spec, self.agents, self.feature_names)
 
@@ -728,7 +730,34 @@ class DynamicTwinModel:
             p.requires_grad_(False)
         self.training_config = config
         self.history = history
+        self.forecast_scale = None  # a refit model needs calibrating again
         return self
+
+    def calibrate_forecast(
+        self, cohort: Cohort, *, level: float = 0.9, min_history: int = 2
+    ) -> pd.DataFrame:
+        """Rescale forecast intervals so they cover held-out readings at ``level``.
+
+        For every feature, each individual of ``cohort`` with more than
+        ``min_history`` readings has its last reading forecast from the earlier ones;
+        the factor that makes the central ``level`` interval cover those readings at
+        the nominal rate then multiplies the sd of every later forecast of a new
+        measurement (:meth:`DynamicTwins.forecast` with ``noise=True``; the means,
+        filtering, updating and simulation are unchanged).  See
+        :mod:`twin.model.forecast_calibration`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Per feature: individuals used, factor, and the coverage of the held-out
+            readings before and after.
+        """
+        from twin.model.forecast_calibration import forecast_scale_factors
+
+        self._require_fitted()
+        table = forecast_scale_factors(self, cohort, level=level, min_history=min_history)
+        self.forecast_scale = table["factor"].to_numpy(dtype=float)
+        return table
 
     def _input_prior_sd(self) -> torch.Tensor | None:
         """Prior sd of each agent's column of ``B`` ``(P,)`` (None: no prior)."""
@@ -1010,6 +1039,12 @@ class DynamicTwinModel:
             for n in self.feature_names
         )
         lines.append(f"  features: {feats}")
+        if self.forecast_scale is not None:
+            factors = ", ".join(
+                f"{n} x{c:.2f}"
+                for n, c in zip(self.feature_names, self.forecast_scale, strict=True)
+            )
+            lines.append(f"  forecast sd calibrated: {factors}")
         agents = self.agents
         if agents is None:
             lines.append("  agents: from the training cohort")

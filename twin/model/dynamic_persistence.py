@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from twin.cohort import CohortSchema
@@ -76,6 +77,9 @@ def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
         "static_dim": model.static_dim,
         "training": model.training_config.to_dict() if model.training_config else None,
         "history": model.history.to_dict() if model.history else None,
+        "forecast_scale": (
+            None if model.forecast_scale is None else [float(c) for c in model.forecast_scale]
+        ),
     }
     return write_model_folder(path, module, meta, overwrite=overwrite, json_default=_json_default)
 
@@ -161,6 +165,8 @@ def load_dynamic_model(
     model.transform = FeatureTransform.from_dict(meta["transform"])
     model.context = ContextEncoding.from_dict(meta["context"]) if meta.get("context") else None
     model.static_dim = static_dim
+    if meta.get("forecast_scale") is not None:
+        model.forecast_scale = np.asarray(meta["forecast_scale"], dtype=float)
     if static_dim and int(getattr(static_model, "latent_dim", -1)) != static_dim:
         raise ValueError(
             f"the static model has latent_dim {getattr(static_model, 'latent_dim', None)}, "
