@@ -28,7 +28,6 @@ from scipy.stats import norm
 
 from twin.cohort import Cohort
 from twin.cohort.window import observations_before
-from twin.model.feature_transform import transform_offset
 
 
 def held_out_last_readings(
@@ -75,14 +74,14 @@ def forecast_scale_factors(
         raise ValueError(f"level must be in (0, 1), got {level}")
     z_level = float(norm.ppf(0.5 + level / 2))
     rows = []
-    for (modality, feature), name in zip(model.features, model.feature_names, strict=True):
+    for f, (modality, feature) in enumerate(model.features):
         held = held_out_last_readings(cohort, modality, feature, min_history)
-        z = _standardised_errors(model, cohort, held, name) if len(held) else np.array([])
+        z = _standardised_errors(model, cohort, held, f) if len(held) else np.array([])
         z = np.abs(z[np.isfinite(z)])
         factor = float(np.quantile(z, level) / z_level) if z.size >= 10 else 1.0
         rows.append(
             {
-                "feature": name,
+                "feature": model.feature_names[f],
                 "n": int(z.size),
                 "factor": factor,
                 "coverage_before": float(np.mean(z <= z_level)) if z.size else np.nan,
@@ -92,20 +91,21 @@ def forecast_scale_factors(
     return pd.DataFrame(rows).set_index("feature")
 
 
-def _standardised_errors(model: Any, cohort: Cohort, held: pd.DataFrame, name: str) -> np.ndarray:
-    """``(g(y) - mean) / sd`` of each held-out reading under the model's own forecast."""
+def _standardised_errors(model: Any, cohort: Cohort, held: pd.DataFrame, f: int) -> np.ndarray:
+    """``(g(y) - mean) / sd`` of each held-out reading of feature ``f`` under the model's
+    own forecast, on the model's (transformed, standardised) scale, where the forecast is
+    Gaussian: its mean and sd follow from the 50 % and 5 / 95 % quantiles."""
+    name = model.feature_names[f]
     sub = cohort.select(list(held.index))
     cut = held["t"].to_numpy()
     fc = model.instantiate(observations_before(sub, cut)).forecast(
         cut[:, None], quantiles=(0.05, 0.5, 0.95), calibrated=False
     )
-    offset = transform_offset(model.transform_spec.get(name, "identity"))
 
-    def g(v: np.ndarray) -> np.ndarray:
-        return v if offset is None else np.log(np.maximum(v + offset, 1e-300))
+    def encoded(values: np.ndarray) -> np.ndarray:
+        grid = np.full((len(values), len(model.feature_names)), np.nan)
+        grid[:, f] = values
+        return model.transform.encode(grid)[:, f]
 
-    mid = g(fc[f"{name}_q50"].values[:, 0])
-    spread = (g(fc[f"{name}_q95"].values[:, 0]) - g(fc[f"{name}_q05"].values[:, 0])) / (
-        2 * norm.ppf(0.95)
-    )
-    return (g(held["y"].to_numpy()) - mid) / spread
+    q05, q50, q95 = (encoded(fc[f"{name}_{q}"].values[:, 0]) for q in ("q05", "q50", "q95"))
+    return (encoded(held["y"].to_numpy()) - q50) / ((q95 - q05) / (2 * norm.ppf(0.95)))
