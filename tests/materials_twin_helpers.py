@@ -63,3 +63,18 @@ def synthetic_twin() -> PropertyTwinModel:
         kl_warmup_epochs=20,
         validation_fraction=0.0,
     )
+
+
+def shared_effect(n: int, seed: int) -> tuple:
+    """Settings a, b ~ U(0, 1) and a batch effect u ~ N(0, 1) that both properties share:
+    y1 = sin(3a) + u + N(0, 0.2), y2 = a b - u + N(0, 0.2)."""
+    rng = np.random.default_rng(seed)
+    a, b, u = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.normal(0, 1, n)
+    ids = [f"u{seed}-{i}" for i in range(n)]
+    proc = pd.DataFrame({"a": a, "b": b}, index=ids)
+    props = pd.DataFrame(
+        {"y1": np.sin(3 * a) + u + rng.normal(0, 0.2, n), "y2": a * b - u + rng.normal(0, 0.2, n)},
+        index=ids,
+    )
+    cohort = twin.Cohort.from_tables({"process": proc, "props": props})
+    return cohort, u

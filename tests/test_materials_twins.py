@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from materials_twin_helpers import EXCERPT, EXCERPT_AGES, TINY, excerpt_cohort, synthetic
+from materials_twin_helpers import (
+    EXCERPT,
+    EXCERPT_AGES,
+    TINY,
+    excerpt_cohort,
+    shared_effect,
+    synthetic,
+)
 from materials_twin_helpers import excerpt_twin as excerpt_model
 from materials_twin_helpers import synthetic_twin as synthetic_model
 
@@ -338,21 +345,6 @@ def test_property_twin_updates_from_a_measured_property(synthetic_twin):
     assert draws.dims == ("draw", "individual", "property")
     measured = m.output_frame(test)["y1"].to_numpy()
     assert draws.sel(property="y1").values == pytest.approx(np.broadcast_to(measured, (20, 300)))
-
-
-def shared_effect(n: int, seed: int) -> tuple:
-    """Settings a, b ~ U(0, 1) and a batch effect u ~ N(0, 1) that both properties share:
-    y1 = sin(3a) + u + N(0, 0.2), y2 = a b - u + N(0, 0.2)."""
-    rng = np.random.default_rng(seed)
-    a, b, u = rng.uniform(0, 1, n), rng.uniform(0, 1, n), rng.normal(0, 1, n)
-    ids = [f"u{seed}-{i}" for i in range(n)]
-    proc = pd.DataFrame({"a": a, "b": b}, index=ids)
-    props = pd.DataFrame(
-        {"y1": np.sin(3 * a) + u + rng.normal(0, 0.2, n), "y2": a * b - u + rng.normal(0, 0.2, n)},
-        index=ids,
-    )
-    cohort = twin.Cohort.from_tables({"process": proc, "props": props})
-    return cohort, u
 
 
 @pytest.fixture(scope="module")

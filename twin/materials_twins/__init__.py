@@ -4,7 +4,9 @@ Sits on top of the population model (:class:`twin.TwinModel`) and the twins laye
 
 * :class:`PropertyTwinModel`: inputs (composition, processing) → all properties of a
   batch, from inputs alone or with some properties measured, with calibrated
-  intervals; vectorised over many candidate settings;
+  intervals; vectorised over many candidate settings; optionally on a regression mean
+  (:class:`PropertyMean`: any scikit-learn-style regressor, the latent state carrying
+  each batch's deviation);
 * :func:`sweep`: what-ifs over processing settings (YAML scenarios, grids) →
   ``xarray`` (scenario × property, and the curve over age);
 * :func:`inverse_design`: settings that reach a target property with a given
@@ -32,6 +34,7 @@ from twin.materials_twins.design import (
     settings_table,
     sweep,
 )
+from twin.materials_twins.mean_model import PropertyMean
 from twin.materials_twins.property_twin import (
     AUTO_REFINE_STEPS,
     DEFAULT_SPEC,
@@ -49,6 +52,7 @@ __all__ = [
     "DerivedFeature",
     "DerivedFeatures",
     "DesignResult",
+    "PropertyMean",
     "PropertyTwinModel",
     "SettingError",
     "concrete_cohort",

@@ -23,7 +23,7 @@ as a table.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from twin.cohort import Cohort, CohortSchema
 from twin.materials.ages import feature_age
 from twin.materials.graph import GRAPH_ATTR, ProcessGraph
 from twin.materials_twins.derived import DerivedFeatures, SettingError
+from twin.materials_twins.mean_model import PropertyMean
 from twin.model import ModalitySpec, TwinModel
 from twin.model.data import ObservedData, check_modality
 from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
@@ -89,6 +90,25 @@ class PropertyTwinModel:
         ``p(inputs, properties | z)``, which can also impute missing inputs; on
         concrete it is the better of the two (``benchmarks/materials.py``, one member: 28-day MAE
         4.76 vs 4.82 MPa, later ages 3.75 vs 4.34).
+    mean_model
+        ``None`` (default), or a function returning a fresh regressor with the
+        scikit-learn interface (``fit(X, y)``, ``predict(X)``), e.g.
+        ``lambda: HistGradientBoostingRegressor()``: the properties are then that
+        regression's prediction from the inputs plus a deviation carried by the latent
+        state, ``property = mean(inputs) + deviation(z)``
+        (:class:`~twin.materials_twins.mean_model.PropertyMean`).  The regression is
+        cross-fitted (``mean_folds`` folds over batches) and the latent model is
+        trained on the out-of-fold residuals of the outputs only, so its prior
+        predictive is the spread of the regression's errors on new batches (the
+        interval from the inputs alone) and a measured property moves ``z`` and the
+        deviations of the others (the update).  Use it when a tabular learner predicts
+        the properties from the inputs better than the latent model does
+        (``benchmarks/materials.py``, ``twin_gbm``: concrete 28-day strength with
+        gradient-boosted trees); every input must then be given.  Outputs must be
+        continuous; not with ``conditional``.  :meth:`twins` gives the twins of the
+        deviations.
+    mean_folds
+        Cross-fitting folds of ``mean_model``.
     n_members
         Number of population models trained from different seeds (a deep ensemble).
         With more than one, every prediction is the equal-weight mixture of the
@@ -142,6 +162,8 @@ class PropertyTwinModel:
         derived: DerivedFeatures | None = None,
         graph: ProcessGraph | None = None,
         conditional: bool = False,
+        mean_model: Callable[[], Any] | None = None,
+        mean_folds: int = 5,
         n_members: int = 1,
         device: str | torch.device = "auto",
         num_threads: int | None = 1,
@@ -163,6 +185,20 @@ class PropertyTwinModel:
         self.device = device
         self.num_threads = num_threads
         self.conditional = bool(conditional)
+        if mean_model is not None and not callable(mean_model):
+            raise TypeError(
+                "mean_model must be a function returning a fresh regressor "
+                "(e.g. lambda: HistGradientBoostingRegressor()), got "
+                f"{type(mean_model).__name__}"
+            )
+        if mean_model is not None and self.conditional:
+            raise ValueError(
+                "a mean_model and conditional=True are two ways of feeding the inputs to the "
+                "properties; choose one"
+            )
+        self.mean_model = mean_model
+        self.mean_folds = int(mean_folds)
+        self.mean: PropertyMean | None = None
         if isinstance(n_members, bool) or int(n_members) != n_members or n_members < 1:
             raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
         self.n_members = int(n_members)
@@ -312,13 +348,17 @@ class PropertyTwinModel:
                 "n_members=1 or make them inputs"
             )
         self.members = []  # refitting from scratch: no half-updated state on failure
-        modalities = self.outputs if self.conditional else self.inputs + self.outputs
+        self.mean = None
+        modalities = self._latent_modalities
         if self.conditional:
             cohort = self._with_input_covariates(cohort)
+        mean, fit_cohort = None, cohort
+        if self.mean_model is not None:
+            mean, fit_cohort = self._fit_mean(cohort, seed)
         members = []
         for k in range(self.n_members):  # members are whole trainings, not a hot path
             model = TwinModel(
-                cohort.schema,
+                fit_cohort.schema,
                 self.latent_dim,
                 modalities=modalities,
                 specs={m: s for m, s in self.specs.items() if m in modalities},
@@ -328,13 +368,14 @@ class PropertyTwinModel:
                 num_threads=self.num_threads,
             )
             model.fit(
-                cohort,
+                fit_cohort,
                 seed=member_seed(seed, k),
                 progress=progress,
                 **{**DEFAULT_TRAINING, **training},
             )
             members.append(model)
         self.members = members
+        self.mean = mean
         frame = self.input_frame(cohort)
         self.training_inputs = frame
         self.input_stats = pd.DataFrame(
@@ -347,6 +388,42 @@ class PropertyTwinModel:
             }
         )
         return self
+
+    @property
+    def _latent_modalities(self) -> list[str]:
+        """Modalities of the latent model: the outputs alone when the inputs reach them
+        otherwise (conditional decoders, a mean model), else inputs and outputs."""
+        if self.conditional or self.mean_model is not None:
+            return list(self.outputs)
+        return self.inputs + self.outputs
+
+    def _fit_mean(self, cohort: Cohort, seed: int) -> tuple[PropertyMean, Cohort]:
+        """The fitted mean model and the cohort of its cross-fitted output residuals."""
+        schema = self._schema()
+        not_continuous = [
+            f"{m}.{f.name}"
+            for m in self.outputs
+            for f in schema[m].features
+            if f.type != "continuous"
+        ]
+        if not_continuous:
+            raise ValueError(
+                f"a mean_model regresses continuous outputs; {not_continuous} are not continuous"
+            )
+        x, y = self.input_frame(cohort), self.output_frame(cohort)
+        mean = PropertyMean(
+            self.mean_model,
+            self.property_names,
+            self.age_features(),
+            folds=self.mean_folds,
+            seed=seed,
+        )
+        residuals = mean.fit(x, y)
+        return mean, self._table_cohort(x.index.to_numpy(dtype=object), x, residuals)
+
+    def _offset(self, x: pd.DataFrame) -> np.ndarray | None:
+        """The mean model's prediction for the inputs ``x`` (``None`` without one)."""
+        return None if self.mean is None else self.mean.predict(x[self.input_names])
 
     # ------------------------------------------------------------------ tables
     def input_frame(self, cohort: Cohort) -> pd.DataFrame:
@@ -429,6 +506,9 @@ class PropertyTwinModel:
             if self.conditional:
                 self._check_inputs(inputs)
                 model.prepare(self._with_input_covariates(inputs))
+            elif self.mean is not None:
+                self._check_inputs(inputs)
+                model.prepare(inputs)
             else:
                 model.prepare(inputs)
             ids = inputs.individuals.astype(str)
@@ -485,9 +565,15 @@ class PropertyTwinModel:
         """The chosen members' prepared data for input and output tables (through a cohort,
         so the model's own checks and layout apply)."""
         self._require_fitted()
+        cohort = self._table_cohort(ids, x, y)
+        return [self.members[k].prepare(cohort) for k in members]
+
+    def _table_cohort(self, ids: np.ndarray, x: pd.DataFrame, y: pd.DataFrame) -> Cohort:
+        """The latent model's modalities as a cohort, from input and output tables."""
         tables, info = {}, {}
         schema = self._schema()
-        pairs = ((self.outputs, y),) if self.conditional else ((self.inputs, x), (self.outputs, y))
+        pairs = ((self.inputs, x), (self.outputs, y))
+        pairs = tuple((m, t) for m, t in pairs if set(m) <= set(self._latent_modalities))
         for modalities, table in pairs:
             for m in modalities:
                 feats = schema[m].features
@@ -516,10 +602,9 @@ class PropertyTwinModel:
         covariates = None
         if self.conditional:
             covariates = x[self.input_names].set_axis(pd.Index(ids, dtype=object))
-        cohort = Cohort.from_tables(
+        return Cohort.from_tables(
             tables, feature_info=info, individuals=list(ids), covariates=covariates
         )
-        return [self.members[k].prepare(cohort) for k in members]
 
     def twins(
         self,
@@ -561,7 +646,9 @@ class PropertyTwinModel:
         seed
             Seed of the refinement's Monte Carlo draws.
         member
-            Which ensemble member's twins (``0`` ... ``n_members - 1``).
+            Which ensemble member's twins (``0`` ... ``n_members - 1``).  With a
+            ``mean_model`` the twins are of the outputs' deviations from its
+            prediction; :meth:`predict` and :meth:`sample` add the prediction back.
         """
         if not 0 <= int(member) < max(len(self.members), 1):
             raise IndexError(f"member must be in 0 ... {len(self.members) - 1}, got {member}")
@@ -574,10 +661,15 @@ class PropertyTwinModel:
         refine_steps: int | str,
         seed: int = 0,
         members: Sequence[int] | None = None,
-    ) -> tuple[list[Twins], pd.DataFrame]:
-        """Twins of each chosen member (default: all) and the input table used."""
+    ) -> tuple[list[Twins], pd.DataFrame, np.ndarray | None]:
+        """Twins of each chosen member (default: all), the input table used and the mean
+        model's prediction for it (``None`` without a mean model; the twins are then of
+        the deviations from it)."""
         self._require_fitted()
         ids, x, y = self._arrays(inputs, observed)
+        offset = self._offset(x)
+        if offset is not None:
+            y = y - offset
         chosen = list(range(len(self.members))) if members is None else list(members)
         prepared = self._observed_data(ids, x, y, chosen)
         steps = self._refine_steps(prepared[0], refine_steps)
@@ -586,7 +678,7 @@ class PropertyTwinModel:
             model = self.members[k]
             loc, tril = model.posterior(data, refine_steps=steps, seed=member_seed(seed, k))
             out.append(Twins(model, data, loc, tril, refine_steps=steps))
-        return out, x
+        return out, x, offset
 
     def _refine_steps(self, data: ObservedData, refine_steps: int | str) -> int:
         """``"auto"``: :data:`AUTO_REFINE_STEPS` if some modality is partly observed, else 0."""
@@ -632,7 +724,8 @@ class PropertyTwinModel:
             (derived features recomputed).  Coordinates ``unit`` and ``modality`` on
             ``property``.
         """
-        built, x = self._build(inputs, observed, refine_steps, seed)
+        built, x, offset = self._build(inputs, observed, refine_steps, seed)
+        shift = 0.0 if offset is None else offset
         ids = built[0].individuals.astype(str)
         names = [quantile_suffix(float(q)) for q in quantiles]
         out = {}
@@ -642,9 +735,12 @@ class PropertyTwinModel:
             stats["observed"] = "_observed"
             for key, suffix in stats.items():
                 parts = [imp[f"{m}{suffix}"].values for m in self.outputs]
-                out[key] = (("individual", "property"), np.concatenate(parts, axis=1))
+                value = np.concatenate(parts, axis=1)
+                if key not in ("sd", "observed"):  # location statistics move with the mean
+                    value = value + shift
+                out[key] = (("individual", "property"), value)
         else:  # the mixture of the members' predictives, from pooled draws
-            draws = self._pooled_draws(built, n_draws, seed)  # measured: same in every draw
+            draws = self._pooled_draws(built, n_draws, seed, offset)  # measured: same in each
             obs = np.concatenate([built[0].data.masks[m].cpu().numpy() for m in self.outputs], 1)
             dims = ("individual", "property")
             out["mean"] = (dims, np.where(obs, draws[0], draws.mean(0)))
@@ -693,8 +789,8 @@ class PropertyTwinModel:
         the draws are pooled from every member (member ``k`` gives draws
         ``k * n_draws // n_members`` onwards), a sample of the equal-weight mixture.
         """
-        built, _ = self._build(inputs, observed, refine_steps, seed)
-        arr = self._pooled_draws(built, n_draws, seed)
+        built, _, offset = self._build(inputs, observed, refine_steps, seed)
+        arr = self._pooled_draws(built, n_draws, seed, offset)
         return xr.DataArray(
             arr,
             dims=("draw", "individual", "property"),
@@ -706,9 +802,11 @@ class PropertyTwinModel:
             name="draws",
         )
 
-    def _pooled_draws(self, built: Sequence[Twins], n_draws: int, seed: int) -> np.ndarray:
+    def _pooled_draws(
+        self, built: Sequence[Twins], n_draws: int, seed: int, offset: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(n_draws, individual, property)`` draws, split as evenly as possible between the
-        members' twins (observed values kept)."""
+        members' twins (observed values kept), plus the mean model's ``offset``."""
         if n_draws < len(built):
             raise ValueError(f"n_draws ({n_draws}) must be at least n_members ({len(built)})")
         bounds = np.linspace(0, n_draws, len(built) + 1).round().astype(int)
@@ -720,7 +818,8 @@ class PropertyTwinModel:
                 keep_observed=True,
             )
             parts.append(np.concatenate([draws[m].values for m in self.outputs], axis=-1))
-        return np.concatenate(parts, axis=0)
+        pooled = np.concatenate(parts, axis=0)
+        return pooled if offset is None else pooled + offset
 
     def probability(
         self,
@@ -798,11 +897,19 @@ class PropertyTwinModel:
             attrs={"n_draws": int(n_draws), "seed": int(seed), "quantiles": qs},
         )
 
+    @property
+    def _kind(self) -> str:
+        if self.mean is not None:
+            return f"{self.mean.estimator_name} mean + latent deviation"
+        if self.mean_model is not None:
+            return "mean model + latent deviation"
+        return "conditional" if self.conditional else "joint"
+
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
         return (
             f"<twin.PropertyTwinModel: {' + '.join(self.inputs)} -> {' + '.join(self.outputs)}, "
-            f"latent_dim {self.latent_dim}, {'conditional' if self.conditional else 'joint'}, "
+            f"latent_dim {self.latent_dim}, {self._kind}, "
             f"{self.n_members} member{'s' if self.n_members > 1 else ''}, {state}>"
         )
 
