@@ -691,6 +691,7 @@ def run_nims(args, root: Path) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    import twin
     from twin.materials import read_nims
     from twin.materials_twins import steel_twin
 
@@ -714,6 +715,17 @@ def run_nims(args, root: Path) -> dict:
             model = steel_twin(device=args.device, conditional=args.nims_conditional).fit(
                 train, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {})
             )
+        mean_twin = None
+        if "twin_rf" in args.methods:
+            spec = twin.ModalitySpec(
+                encoder_hidden=TWIN_GBM["hidden"], decoder_hidden=TWIN_GBM["hidden"]
+            )
+            mean_twin = steel_twin(
+                latent_dim=TWIN_GBM["latent_dim"],
+                default_spec=spec,
+                mean_model=lambda: RandomForestRegressor(500, random_state=args.seed, n_jobs=2),
+                device=args.device,
+            ).fit(train, seed=args.seed, mean_groups=heat_ids(train))
         xtr = _nims_inputs(train)
         xte = _nims_inputs(test)
         ytr = _nims_outputs(train, props)
@@ -733,6 +745,10 @@ def run_nims(args, root: Path) -> dict:
                     preds["twin_amortised"] = model.predict(
                         test, observed=known, n_draws=args.n_draws, seed=args.seed, refine_steps=0
                     )
+            if mean_twin is not None:
+                preds["twin_rf"] = mean_twin.predict(
+                    test, observed=known or None, n_draws=args.n_draws, seed=args.seed
+                )
             for p in targets:
                 j = props.index(p)
                 ok_tr, ok_te = np.isfinite(ytr[:, j]), np.isfinite(yte[:, j])
@@ -784,7 +800,7 @@ def run_nims(args, root: Path) -> dict:
         for p, entry in per_prop.items():
             truth = np.concatenate(entry["truth"])
             res = {}
-            for m in ("twin", "twin_amortised", "ridge", "rf"):
+            for m in ("twin", "twin_amortised", "twin_rf", "ridge", "rf"):
                 if m not in entry:
                     continue
                 per = [metrics(t, *f) for t, f in zip(entry["truth"], entry[m], strict=True)]

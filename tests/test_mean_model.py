@@ -71,6 +71,22 @@ def test_cross_fitted_residuals_have_the_out_of_sample_spread():
         PropertyMean(DecisionTreeRegressor(), ["x"])
 
 
+def test_cross_fitting_keeps_groups_together():
+    """Three samples per heat share the inputs: split apart, each is predicted from its
+    siblings and the residuals shrink to the within-heat noise."""
+    rng = np.random.default_rng(1)
+    heat_x, heat_effect = rng.uniform(0, 1, 60), rng.normal(0, 3, 60)
+    heats = np.repeat(np.arange(60), 3)
+    x = pd.DataFrame({"a": heat_x[heats]})
+    y = pd.DataFrame({"p": 10 * x["a"] + heat_effect[heats] + rng.normal(0, 0.3, 180)})
+    mean = PropertyMean(DecisionTreeRegressor, ["p"])
+    split = mean.fit(x, y)["p"].std()
+    grouped = mean.fit(x, y, groups=heats)["p"].std()
+    assert split < 1.5 < 3.0 < grouped  # grouped: the heat effect (sd 3) is out of sample
+    with pytest.raises(ValueError, match="labels"):
+        mean.fit(x, y, groups=heats[:10])
+
+
 def test_mean_twin_predicts_from_the_regression_and_updates(mean_twin):
     m = mean_twin
     assert list(m.model.schema.names) == ["props"]  # the latent model holds the deviations

@@ -96,7 +96,9 @@ class PropertyMean:
         pred = np.asarray(est.predict(self._rows(x, props)), dtype=float)
         return pred.reshape(len(x), len(props))
 
-    def fit(self, x: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
+    def fit(
+        self, x: pd.DataFrame, y: pd.DataFrame, groups: Sequence[Any] | None = None
+    ) -> pd.DataFrame:
         """Fit on every batch and return the cross-fitted residuals ``y - mean``.
 
         Parameters
@@ -105,6 +107,10 @@ class PropertyMean:
             Inputs, one row per batch (no missing values).
         y
             Measured properties, columns :attr:`properties` (NaN: not measured).
+        groups
+            A label per batch; batches sharing one are kept in the same cross-fitting
+            fold (e.g. samples of one heat of steel, which would otherwise be predicted
+            from their siblings and give residuals too small).
 
         Returns
         -------
@@ -114,9 +120,15 @@ class PropertyMean:
         xv = self._check_x(x)
         yv = y[self.properties].to_numpy(dtype=float)
         n = len(xv)
-        if n < self.folds:
-            raise ValueError(f"{n} batches are too few for {self.folds} cross-fitting folds")
-        fold = np.random.default_rng(self.seed).permutation(n) % self.folds
+        labels = np.arange(n) if groups is None else pd.factorize(np.asarray(groups))[0]
+        if len(labels) != n:
+            raise ValueError(f"groups has {len(labels)} labels for {n} batches")
+        n_groups = int(labels.max()) + 1 if n else 0
+        if n_groups < self.folds:
+            raise ValueError(
+                f"{n_groups} batches (groups) are too few for {self.folds} cross-fitting folds"
+            )
+        fold = (np.random.default_rng(self.seed).permutation(n_groups) % self.folds)[labels]
         oof = np.full(yv.shape, np.nan)
         for key, props in self.groups:
             cols = [self.properties.index(p) for p in props]

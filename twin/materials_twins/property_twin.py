@@ -299,7 +299,13 @@ class PropertyTwinModel:
             )
 
     def fit(
-        self, cohort: Cohort, *, seed: int = 0, progress: bool = False, **training: Any
+        self,
+        cohort: Cohort,
+        *,
+        seed: int = 0,
+        progress: bool = False,
+        mean_groups: Sequence[Any] | None = None,
+        **training: Any,
     ) -> PropertyTwinModel:
         """Train the twin on ``cohort`` (from scratch).
 
@@ -312,6 +318,9 @@ class PropertyTwinModel:
             ensemble uses :func:`member_seed` ``(seed, k)``).
         progress
             Show a progress bar.
+        mean_groups
+            With a ``mean_model``: a label per individual (cohort order) that the
+            cross-fitting keeps together, e.g. the heat of each steel sample.
         training
             :class:`twin.TrainingConfig` fields overriding :data:`DEFAULT_TRAINING`.
 
@@ -354,7 +363,7 @@ class PropertyTwinModel:
             cohort = self._with_input_covariates(cohort)
         mean, fit_cohort = None, cohort
         if self.mean_model is not None:
-            mean, fit_cohort = self._fit_mean(cohort, seed)
+            mean, fit_cohort = self._fit_mean(cohort, seed, mean_groups)
         members = []
         for k in range(self.n_members):  # members are whole trainings, not a hot path
             model = TwinModel(
@@ -397,7 +406,9 @@ class PropertyTwinModel:
             return list(self.outputs)
         return self.inputs + self.outputs
 
-    def _fit_mean(self, cohort: Cohort, seed: int) -> tuple[PropertyMean, Cohort]:
+    def _fit_mean(
+        self, cohort: Cohort, seed: int, groups: Sequence[Any] | None
+    ) -> tuple[PropertyMean, Cohort]:
         """The fitted mean model and the cohort of its cross-fitted output residuals."""
         schema = self._schema()
         not_continuous = [
@@ -418,7 +429,7 @@ class PropertyTwinModel:
             folds=self.mean_folds,
             seed=seed,
         )
-        residuals = mean.fit(x, y)
+        residuals = mean.fit(x, y, groups)
         return mean, self._table_cohort(x.index.to_numpy(dtype=object), x, residuals)
 
     def _offset(self, x: pd.DataFrame) -> np.ndarray | None:
