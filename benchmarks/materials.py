@@ -63,6 +63,9 @@ not tuned); ``ridge``: ``RidgeCV`` on standardised inputs per property; ``rf``: 
 trees per property; baseline intervals as above.  Settings: all four properties from
 the inputs; then one property measured (tensile strength; hardness) and the other
 three predicted: the twin observes it, the baselines get it as an extra input.
+``twin_rf`` (not in the default ``--methods``): the steel twin on a random-forest mean
+(500 trees per property, cross-fitted by heat: ``mean_groups``) with a small latent model
+of the deviations; the same settings.
 
 Inverse design: the twin fitted on all concrete mixes (the configuration the concrete
 part's inner CV chose most often, ``--design-config auto``; ``--twin-members``

@@ -16,6 +16,7 @@ from materials_twin_helpers import (
     EXCERPT_AGES,
     TINY,
     excerpt_cohort,
+    fit_on_shared_effect,
     shared_effect,
     synthetic,
 )
@@ -353,15 +354,7 @@ def conditional_twin():
     model = PropertyTwinModel(
         ["process"], ["props"], latent_dim=2, default_spec=spec, conditional=True
     )
-    return model.fit(
-        shared_effect(500, 0)[0],
-        seed=0,
-        epochs=200,
-        batch_size=250,
-        lr=5e-3,
-        kl_warmup_epochs=20,
-        validation_fraction=0.0,
-    )
+    return fit_on_shared_effect(model)
 
 
 def test_conditional_twin_predicts_from_inputs_and_updates(conditional_twin):

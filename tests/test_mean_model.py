@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from materials_twin_helpers import shared_effect
+from materials_twin_helpers import fit_on_shared_effect, shared_effect
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.tree import DecisionTreeRegressor
 
@@ -28,15 +28,7 @@ def mean_twin() -> PropertyTwinModel:
     model = PropertyTwinModel(
         ["process"], ["props"], latent_dim=1, default_spec=SMALL, mean_model=gbm
     )
-    return model.fit(
-        shared_effect(500, 0)[0],
-        seed=0,
-        epochs=200,
-        batch_size=250,
-        lr=5e-3,
-        kl_warmup_epochs=20,
-        validation_fraction=0.0,
-    )
+    return fit_on_shared_effect(model)
 
 
 def test_cross_fitted_residuals_have_the_out_of_sample_spread():
@@ -140,6 +132,8 @@ def test_mean_twin_refuses_bad_settings(mean_twin):
     test, _ = shared_effect(10, 4)
     with pytest.raises(ValueError, match=r"every input.*'a'"):
         mean_twin.predict(test.hide("process", features=["a"]), n_draws=5)
+    with pytest.raises(ValueError, match="there is none"):
+        PropertyTwinModel(["process"], ["props"]).fit(test, mean_groups=list(range(10)))
     labels = pd.DataFrame({"grade": ["A", "B"] * 20}, index=[f"i{i}" for i in range(40)])
     settings = pd.DataFrame({"a": np.arange(40.0)}, index=labels.index)
     cohort = twin.Cohort.from_tables({"process": settings, "grades": labels})

@@ -362,6 +362,8 @@ class PropertyTwinModel:
         if self.conditional:
             cohort = self._with_input_covariates(cohort)
         mean, fit_cohort = None, cohort
+        if mean_groups is not None and self.mean_model is None:
+            raise ValueError("mean_groups groups the cross-fitting of a mean_model; there is none")
         if self.mean_model is not None:
             mean, fit_cohort = self._fit_mean(cohort, seed, mean_groups)
         members = []
@@ -514,14 +516,9 @@ class PropertyTwinModel:
         model = self._require_fitted()
         if isinstance(inputs, Cohort):
             # refuses features described differently (unit, type)
-            if self.conditional:
-                self._check_inputs(inputs)
-                model.prepare(self._with_input_covariates(inputs))
-            elif self.mean is not None:
-                self._check_inputs(inputs)
-                model.prepare(inputs)
-            else:
-                model.prepare(inputs)
+            if self.conditional or self.mean is not None:
+                self._check_inputs(inputs)  # the latent model does not hold the inputs
+            model.prepare(self._with_input_covariates(inputs) if self.conditional else inputs)
             ids = inputs.individuals.astype(str)
             x = self.input_frame(inputs)
             measured = self.output_frame(inputs)
@@ -673,9 +670,9 @@ class PropertyTwinModel:
         seed: int = 0,
         members: Sequence[int] | None = None,
     ) -> tuple[list[Twins], pd.DataFrame, np.ndarray | None]:
-        """Twins of each chosen member (default: all), the input table used and the mean
-        model's prediction for it (``None`` without a mean model; the twins are then of
-        the deviations from it)."""
+        """Twins of each chosen member (default: all), the input table used, and the mean
+        model's prediction for that table (``None`` without a mean model; with one, the
+        twins are of the deviations from it)."""
         self._require_fitted()
         ids, x, y = self._arrays(inputs, observed)
         offset = self._offset(x)
