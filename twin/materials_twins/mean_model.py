@@ -130,14 +130,16 @@ class PropertyMean:
             )
         fold = (np.random.default_rng(self.seed).permutation(n_groups) % self.folds)[labels]
         oof = np.full(yv.shape, np.nan)
+        estimators: dict[str, Any] = {}
         for key, props in self.groups:
             cols = [self.properties.index(p) for p in props]
             for k in range(self.folds):  # a handful of fits, not a hot path
                 est = self._fit_group(xv[fold != k], yv[fold != k][:, cols], props)
                 oof[np.ix_(fold == k, cols)] = self._predict_group(est, xv[fold == k], props)
-            self.estimators[key] = self._fit_group(xv, yv[:, cols], props)
-            if self.estimators[key] is None:
+            estimators[key] = self._fit_group(xv, yv[:, cols], props)
+            if estimators[key] is None:
                 raise ValueError(f"no measured values of {props} to fit the mean model on")
+        self.estimators = estimators  # only a complete fit replaces the previous one
         return pd.DataFrame(yv - oof, index=y.index, columns=self.properties)
 
     def predict(self, x: pd.DataFrame) -> np.ndarray:
