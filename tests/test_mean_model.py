@@ -77,6 +77,8 @@ def test_cross_fitting_keeps_groups_together():
     assert split < 1.5 < 3.0 < grouped  # grouped: the heat effect (sd 3) is out of sample
     with pytest.raises(ValueError, match="labels"):
         mean.fit(x, y, groups=heats[:10])
+    with pytest.raises(ValueError, match="missing labels"):
+        mean.fit(x, y, groups=np.where(heats == 3, np.nan, heats))
 
 
 def test_mean_twin_predicts_from_the_regression_and_updates(mean_twin):

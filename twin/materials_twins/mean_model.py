@@ -123,6 +123,8 @@ class PropertyMean:
         labels = np.arange(n) if groups is None else pd.factorize(np.asarray(groups))[0]
         if len(labels) != n:
             raise ValueError(f"groups has {len(labels)} labels for {n} batches")
+        if (labels < 0).any():
+            raise ValueError("groups has missing labels; give every batch a group")
         n_groups = int(labels.max()) + 1 if n else 0
         if n_groups < self.folds:
             raise ValueError(
