@@ -33,7 +33,7 @@ Methods
     (``mean_model``, :class:`~twin.materials_twins.PropertyMean`): gradient boosting
     with the settings the ``gbm`` baseline chose in the fold (``GBM_DEFAULT`` without
     it) on rows (mix, log age), cross-fitted, and a small latent model
-    (``TWIN_GBM``) of the mixes' deviations from it; the same two tasks
+    (``DEVIATION_MODEL``) of the mixes' deviations from it; the same two tasks
     (``twin_gbm_mix_only``: the curve without the early test).  Run it with
     ``--methods gbm twin_gbm --out benchmarks/results/materials_twin_gbm.json``.
     ``rf``: random forest, 500 trees, on rows (mix features, age); task 2: plus the
@@ -369,21 +369,26 @@ def twin_fit(cfg: dict, cohort, seed: int, device: str, epochs: int | None, n_me
 #: Gradient-boosting settings of ``twin_gbm`` when the ``gbm`` baseline did not choose them.
 GBM_DEFAULT = {"learning_rate": 0.05, "max_depth": 5}
 
-#: Latent model of ``twin_gbm``'s deviations: small (one modality of ten ages).
-TWIN_GBM = {"latent_dim": 2, "hidden": (64,)}
+#: Latent model of the deviations of ``twin_gbm`` and ``twin_rf`` (the twins on a
+#: regression mean): small, one output modality of a few properties.
+DEVIATION_MODEL = {"latent_dim": 2, "hidden": (64,)}
+
+
+def deviation_model_options() -> dict:
+    """``latent_dim`` and ``default_spec`` of a twin on a regression mean."""
+    import twin
+
+    hidden = DEVIATION_MODEL["hidden"]
+    spec = twin.ModalitySpec(encoder_hidden=hidden, decoder_hidden=hidden)
+    return {"latent_dim": DEVIATION_MODEL["latent_dim"], "default_spec": spec}
 
 
 def gbm_mean_twin(cfg: dict, seed: int, device: str):
     """Concrete twin whose mean is gradient boosting on (mix, log age) with ``cfg``."""
-    import twin
     from twin.materials_twins import concrete_twin
 
-    spec = twin.ModalitySpec(encoder_hidden=TWIN_GBM["hidden"], decoder_hidden=TWIN_GBM["hidden"])
     return concrete_twin(
-        latent_dim=TWIN_GBM["latent_dim"],
-        default_spec=spec,
-        mean_model=lambda: make_gbm(seed, **cfg),
-        device=device,
+        mean_model=lambda: make_gbm(seed, **cfg), device=device, **deviation_model_options()
     )
 
 
@@ -694,7 +699,6 @@ def run_nims(args, root: Path) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    import twin
     from twin.materials import read_nims
     from twin.materials_twins import steel_twin
 
@@ -720,14 +724,10 @@ def run_nims(args, root: Path) -> dict:
             )
         mean_twin = None
         if "twin_rf" in args.methods:
-            spec = twin.ModalitySpec(
-                encoder_hidden=TWIN_GBM["hidden"], decoder_hidden=TWIN_GBM["hidden"]
-            )
             mean_twin = steel_twin(
-                latent_dim=TWIN_GBM["latent_dim"],
-                default_spec=spec,
                 mean_model=lambda: RandomForestRegressor(500, random_state=args.seed, n_jobs=2),
                 device=args.device,
+                **deviation_model_options(),
             ).fit(train, seed=args.seed, mean_groups=heat_ids(train))
         xtr = _nims_inputs(train)
         xte = _nims_inputs(test)

@@ -344,26 +344,31 @@ class PropertyTwinModel:
             self.check_graph(graph)
         self.graph = graph
         self.schema = CohortSchema(tuple(cohort.schema[m] for m in self.inputs + self.outputs))
-        categorical = [
-            f"{m}.{f.name}"
-            for m in self.outputs
-            for f in self.schema[m].features
-            if f.type == "categorical"
-        ]
+        output_types = {
+            f"{m}.{f.name}": f.type for m in self.outputs for f in self.schema[m].features
+        }
+        categorical = [name for name, kind in output_types.items() if kind == "categorical"]
         if self.n_members > 1 and categorical:
             raise ValueError(
                 f"an ensemble (n_members={self.n_members}) summarises pooled draws, which has "
                 f"no level probabilities for the categorical outputs {categorical}; use "
                 "n_members=1 or make them inputs"
             )
+        if self.mean_model is not None:
+            not_continuous = [name for name, kind in output_types.items() if kind != "continuous"]
+            if not_continuous:
+                raise ValueError(
+                    f"a mean_model regresses continuous outputs; {not_continuous} are not "
+                    "continuous"
+                )
+        elif mean_groups is not None:
+            raise ValueError("mean_groups groups the cross-fitting of a mean_model; there is none")
         self.members = []  # refitting from scratch: no half-updated state on failure
         self.mean = None
         modalities = self._latent_modalities
         if self.conditional:
             cohort = self._with_input_covariates(cohort)
         mean, fit_cohort = None, cohort
-        if mean_groups is not None and self.mean_model is None:
-            raise ValueError("mean_groups groups the cross-fitting of a mean_model; there is none")
         if self.mean_model is not None:
             mean, fit_cohort = self._fit_mean(cohort, seed, mean_groups)
         members = []
@@ -412,17 +417,6 @@ class PropertyTwinModel:
         self, cohort: Cohort, seed: int, groups: Sequence[Any] | None
     ) -> tuple[PropertyMean, Cohort]:
         """The fitted mean model and the cohort of its cross-fitted output residuals."""
-        schema = self._schema()
-        not_continuous = [
-            f"{m}.{f.name}"
-            for m in self.outputs
-            for f in schema[m].features
-            if f.type != "continuous"
-        ]
-        if not_continuous:
-            raise ValueError(
-                f"a mean_model regresses continuous outputs; {not_continuous} are not continuous"
-            )
         x, y = self.input_frame(cohort), self.output_frame(cohort)
         mean = PropertyMean(
             self.mean_model,
