@@ -9,6 +9,9 @@ blocks.  Methods:
     :class:`twin.model.TwinModel` fitted once per fold on all training blocks; the test
     fold with ``B`` hidden is instantiated and ``impute()``-d.  Imported lazily, so the
     baselines run while the model package is incomplete.
+``twin_ensemble``
+    :class:`twin.model.TwinEnsemble` of ``--members`` models (same options), its
+    intervals calibrated on the members' shared validation split.
 ``mean``
     Training mean; 90 % interval from the training 5 % / 95 % quantiles.
 ``knn``
@@ -66,7 +69,8 @@ DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "rosmap": ("omics/rosmap", ("mrna", "methylation", "mirna")),
     "tcga": ("omics/tcga_breast", ("mrna", "mirna", "protein")),
 }
-METHODS = ("twin", "mean", "knn", "ridge", "mofa")
+METHODS = ("twin", "twin_ensemble", "mean", "knn", "ridge", "mofa")
+TWIN_METHODS = ("twin", "twin_ensemble")
 Z90 = 1.6448536269514722  # standard normal 95 % quantile
 RIDGE_ALPHAS = np.logspace(-2, 6, 33)
 KNN_GRID = (3, 5, 10, 20, 40)
@@ -283,12 +287,16 @@ def _accepted(func: Callable, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def twin_fit(train, seed: int, options: dict) -> tuple[object, dict]:
-    """Fit a TwinModel on the training cohort; return it and the options it took."""
-    from twin.model import TwinModel  # lazy: the model package may be incomplete
+def twin_fit(train, seed: int, options: dict, members: int | None = None) -> tuple[object, dict]:
+    """Fit a TwinModel (or, with ``members``, a TwinEnsemble of that many) on the
+    training cohort; return it and the options it took."""
+    from twin.model import TwinEnsemble, TwinModel  # lazy: the package may be incomplete
 
     ctor = _accepted(TwinModel.__init__, options["model"])
-    model = TwinModel(train.schema, **ctor)
+    if members is None:
+        model = TwinModel(train.schema, **ctor)
+    else:
+        model = TwinEnsemble(train.schema, n_members=members, **ctor)
     fit = _accepted(model.fit, options["fit"])
     model.fit(train, seed=seed, **fit)
     ignored = sorted(set(options["model"]) - set(ctor)) + sorted(set(options["fit"]) - set(fit))
@@ -350,18 +358,26 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
     status: dict = {m: "ok" for m in methods}
 
     for f, (train, test) in enumerate(folds):
-        twin_model = None
-        twin_fit_s = None
-        if "twin" in methods and status["twin"] == "ok":
+        twin_models: dict = {}
+        twin_fit_s: dict = {}
+        for m in TWIN_METHODS:
+            if m not in methods or status[m] != "ok":
+                continue
+            members = args.members if m == "twin_ensemble" else None
             t0 = time.perf_counter()
             try:
-                twin_model, used = twin_fit(train, args.seed, twin_options(args))
-                out["twin_options"] = used
+                twin_models[m], used = twin_fit(train, args.seed, twin_options(args), members)
+                out[f"{m}_options"] = used
             except Exception as exc:  # noqa: BLE001 - record and go on with the baselines
-                status["twin"] = f"unavailable: {type(exc).__name__}: {exc}"
+                status[m] = f"unavailable: {type(exc).__name__}: {exc}"
                 if args.verbose:
                     traceback.print_exc()
-            twin_fit_s = time.perf_counter() - t0
+            twin_fit_s[m] = time.perf_counter() - t0
+            calibration = getattr(twin_models.get(m), "calibration", None)
+            if calibration is not None:
+                out.setdefault(f"{m}_calibration", []).append(
+                    json.loads(calibration.to_json(orient="index"))
+                )
         for bi, b in enumerate(blocks):
             others = [o for o in blocks if o != b]
             x_train = np.hstack([train.values(o) for o in others])
@@ -375,9 +391,9 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
                 opts = dict(vars(args))
                 t0 = time.perf_counter()
                 try:
-                    if m == "twin":
-                        pred = twin_predict(twin_model, test, b, args.refine_steps)
-                        fit_s = twin_fit_s
+                    if m in TWIN_METHODS:
+                        pred = twin_predict(twin_models[m], test, b, args.refine_steps)
+                        fit_s = twin_fit_s[m]
                     elif m == "mofa":
                         pred = fit_mofa(
                             [train.values(o) for o in blocks],
@@ -401,10 +417,10 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
                 elapsed = time.perf_counter() - t0
                 rec = score(y_test, pred, train_mean)
                 rec["fold"] = f
-                if m == "twin":
+                if m in TWIN_METHODS:
                     rec["fit_s"] = fit_s
                     rec["predict_s"] = elapsed
-                    hist = getattr(twin_model, "history", None)
+                    hist = getattr(twin_models[m], "history", None)
                     if hist is not None:
                         rec["epochs_run"] = len(hist.train_loss)
                         rec["best_epoch"] = int(hist.best_epoch)
@@ -436,7 +452,7 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
                     )
             fit_times = [r["fit_s"] for r in recs if r.get("fit_s") is not None]
             summary["fit_s"] = float(np.mean(fit_times)) if fit_times else None
-            if m == "twin":
+            if m in TWIN_METHODS:
                 summary["fit_s_note"] = "one fit per fold shared by all hidden blocks"
                 summary["predict_s"] = float(np.mean([r["predict_s"] for r in recs]))
             truth = np.vstack([t for t, _ in oof[b][m]])
@@ -492,6 +508,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 folds, fewer epochs / iterations")
     p.add_argument("--latent-dim", type=int, default=16, help="TwinModel latent_dim")
+    p.add_argument("--members", type=int, default=5, help="models in twin_ensemble")
     p.add_argument(
         "--refine-steps",
         type=int,

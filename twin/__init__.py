@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "read_fhir": "twin.io",
     "TwinModel": "twin.model",
+    "TwinEnsemble": "twin.model",
+    "EnsembleTwins": "twin.ensemble_twins",
     "ModalitySpec": "twin.model",
     "TrainingConfig": "twin.model",
     "Twins": "twin.twins",
@@ -43,12 +45,13 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from twin.dynamic_twins import DynamicTwins
+    from twin.ensemble_twins import EnsembleTwins
     from twin.io import read_fhir
     from twin.io.tables import read_table_cohort
     from twin.io.tumor_growth import read_lesion_trials
     from twin.materials import ProcessGraph, read_concrete, read_nims
     from twin.materials_twins import PropertyTwinModel
-    from twin.model import ModalitySpec, TrainingConfig, TwinModel
+    from twin.model import ModalitySpec, TrainingConfig, TwinEnsemble, TwinModel
     from twin.model.dynamic_model import DynamicTwinModel
     from twin.scenario import Intervention, Scenario, ScenarioError
     from twin.twins import Twins
@@ -71,6 +74,7 @@ __all__ = [
     "CohortSchema",
     "DynamicTwinModel",
     "DynamicTwins",
+    "EnsembleTwins",
     "FeatureSchema",
     "Intervention",
     "ModalitySchema",
@@ -80,6 +84,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "TrainingConfig",
+    "TwinEnsemble",
     "TwinModel",
     "Twins",
     "__version__",

@@ -12,7 +12,7 @@ extend the same state.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from twin.cohort import CohortSchema
 from twin.model.data import ObservedData
-from twin.model.predictive import predictive_draws, predictive_summary
+from twin.model.predictive import ModalityPredictive, predictive_draws, predictive_summary
 from twin.model.threads import limited_threads
 
 if TYPE_CHECKING:
@@ -180,45 +181,12 @@ class Twins:
             raise ValueError("n_draws must be at least 2")
         module = self.model._require_fitted()
         qs = [float(q) for q in quantiles]
-        names = [quantile_suffix(q) for q in qs]
         with self._seeded(seed):
             summary = predictive_summary(
                 module, self.loc, self.scale_tril, self.data.covariates, n_draws, qs
             )
-        data_vars, coords = {}, {"individual": ("individual", self.individuals)}
-        for mod in self.model.schema:
-            m = mod.name
-            dims = ("individual", f"{m}_feature")
-            coords.update(self._feature_coords(m))
-            pred = summary[m]
-            obs = self.data.masks[m].cpu().numpy()
-            vals = self.data.exact_values(m)
-            data_vars[m] = (dims, np.where(obs, vals, pred.mean))
-            data_vars[f"{m}_sd"] = (dims, np.where(obs, 0.0, pred.sd))
-            for k, name in enumerate(names):
-                data_vars[f"{m}_{name}"] = (dims, np.where(obs, vals, pred.quantiles[k]))
-            data_vars[f"{m}_observed"] = (dims, obs)
-            if pred.proba is not None:
-                n_levels = pred.proba.shape[-1]
-                is_cat = np.array([f.type == "categorical" for f in mod.features])
-                onehot = vals[..., None] == np.arange(n_levels)
-                known = ~np.isnan(pred.proba)
-                proba = np.where(
-                    (obs & is_cat)[..., None], np.where(known, onehot, np.nan), pred.proba
-                )
-                data_vars[f"{m}_proba"] = ((*dims, f"{m}_level"), proba)
-                coords[f"{m}_level"] = (f"{m}_level", np.arange(n_levels))
-        return xr.Dataset(
-            data_vars,
-            coords=coords,
-            attrs={
-                "n_draws": int(n_draws),
-                "seed": int(seed),
-                "quantiles": qs,
-                "refine_steps": self.refine_steps,
-                "schema_hash": self.model.schema.hash(),
-            },
-        )
+        attrs = {"n_draws": int(n_draws), "seed": int(seed), "refine_steps": self.refine_steps}
+        return imputation_dataset(self.model.schema, self.data, summary, qs, attrs)
 
     def sample(self, n_draws: int = 100, seed: int = 0, keep_observed: bool = True) -> xr.Dataset:
         """Joint posterior predictive draws.
@@ -235,39 +203,11 @@ class Twins:
             z, draws = predictive_draws(
                 module, self.loc, self.scale_tril, self.data.covariates, n_draws
             )
-        coords = {
-            "individual": ("individual", self.individuals),
-            "latent": ("latent", np.arange(self.latent_dim)),
-            "draw": ("draw", np.arange(n_draws)),
-        }
-        data_vars = {"z": (("draw", "individual", "latent"), z)}
-        for mod in self.model.schema:
-            m = mod.name
-            coords.update(self._feature_coords(m))
-            obs = self.data.masks[m].cpu().numpy()
-            x = draws[m]
-            if keep_observed:
-                x = np.where(obs, self.data.exact_values(m), x)
-            data_vars[m] = (("draw", "individual", f"{m}_feature"), x)
-            data_vars[f"{m}_observed"] = (("individual", f"{m}_feature"), obs)
-        return xr.Dataset(data_vars, coords=coords, attrs={"seed": int(seed)})
+        return sample_dataset(self.model.schema, self.data, z, draws, keep_observed, seed)
 
     # ------------------------------------------------------------------ helpers
-    def _feature_coords(self, modality: str) -> dict:
-        mod = self.model.schema[modality]
-        dim = f"{modality}_feature"
-        return {
-            dim: (dim, np.array(mod.feature_names, dtype=object)),
-            f"{modality}_type": (dim, np.array([f.type for f in mod.features], dtype=object)),
-        }
-
-    @contextlib.contextmanager
-    def _seeded(self, seed: int) -> Iterator[None]:
-        """Run seeded (and thread-limited), restoring the caller's RNG state afterwards."""
-        devices = [self.loc.device] if self.loc.device.type == "cuda" else []
-        with limited_threads(self.model.num_threads), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+    def _seeded(self, seed: int) -> contextlib.AbstractContextManager[None]:
+        return seeded(seed, self.loc.device, self.model.num_threads)
 
     def __repr__(self) -> str:
         post = "amortised" if not self.refine_steps else f"refined ({self.refine_steps} steps)"
@@ -288,3 +228,93 @@ class Twins:
         ids = ", ".join(map(str, self.individuals[:3])) + (", ..." if len(self) > 3 else "")
         lines.append(f"  individuals: {ids}")
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device, num_threads: int | None) -> Iterator[None]:
+    """Run seeded (and thread-limited), restoring the caller's RNG state afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with limited_threads(num_threads), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def feature_coords(schema: CohortSchema, modality: str) -> dict:
+    """Coordinates of ``modality``'s feature axis: names and feature types."""
+    mod = schema[modality]
+    dim = f"{modality}_feature"
+    return {
+        dim: (dim, np.array(mod.feature_names, dtype=object)),
+        f"{modality}_type": (dim, np.array([f.type for f in mod.features], dtype=object)),
+    }
+
+
+def imputation_dataset(
+    schema: CohortSchema,
+    data: ObservedData,
+    summary: Mapping[str, ModalityPredictive],
+    quantiles: Sequence[float],
+    attrs: Mapping,
+) -> xr.Dataset:
+    """The dataset of :meth:`Twins.impute` from a predictive summary (observed values kept)."""
+    names = [quantile_suffix(q) for q in quantiles]
+    data_vars, coords = {}, {"individual": ("individual", data.individuals)}
+    for mod in schema:
+        m = mod.name
+        dims = ("individual", f"{m}_feature")
+        coords.update(feature_coords(schema, m))
+        pred = summary[m]
+        obs = data.masks[m].cpu().numpy()
+        vals = data.exact_values(m)
+        data_vars[m] = (dims, np.where(obs, vals, pred.mean))
+        data_vars[f"{m}_sd"] = (dims, np.where(obs, 0.0, pred.sd))
+        for k, name in enumerate(names):
+            data_vars[f"{m}_{name}"] = (dims, np.where(obs, vals, pred.quantiles[k]))
+        data_vars[f"{m}_observed"] = (dims, obs)
+        if pred.proba is not None:
+            n_levels = pred.proba.shape[-1]
+            is_cat = np.array([f.type == "categorical" for f in mod.features])
+            onehot = vals[..., None] == np.arange(n_levels)
+            known = ~np.isnan(pred.proba)
+            proba = np.where((obs & is_cat)[..., None], np.where(known, onehot, np.nan), pred.proba)
+            data_vars[f"{m}_proba"] = ((*dims, f"{m}_level"), proba)
+            coords[f"{m}_level"] = (f"{m}_level", np.arange(n_levels))
+    return xr.Dataset(
+        data_vars,
+        coords=coords,
+        attrs={
+            "n_draws": attrs["n_draws"],
+            "seed": attrs["seed"],
+            "quantiles": list(quantiles),
+            **{k: v for k, v in attrs.items() if k not in ("n_draws", "seed")},
+            "schema_hash": schema.hash(),
+        },
+    )
+
+
+def sample_dataset(
+    schema: CohortSchema,
+    data: ObservedData,
+    z: np.ndarray,
+    draws: Mapping[str, np.ndarray],
+    keep_observed: bool,
+    seed: int,
+) -> xr.Dataset:
+    """The dataset of :meth:`Twins.sample` from latent draws ``z`` and data ``draws``."""
+    n_draws, _, latent_dim = z.shape
+    coords = {
+        "individual": ("individual", data.individuals),
+        "latent": ("latent", np.arange(latent_dim)),
+        "draw": ("draw", np.arange(n_draws)),
+    }
+    data_vars = {"z": (("draw", "individual", "latent"), z)}
+    for mod in schema:
+        m = mod.name
+        coords.update(feature_coords(schema, m))
+        obs = data.masks[m].cpu().numpy()
+        x = draws[m]
+        if keep_observed:
+            x = np.where(obs, data.exact_values(m), x)
+        data_vars[m] = (("draw", "individual", f"{m}_feature"), x)
+        data_vars[f"{m}_observed"] = (("individual", f"{m}_feature"), obs)
+    return xr.Dataset(data_vars, coords=coords, attrs={"seed": int(seed)})

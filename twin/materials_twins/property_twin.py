@@ -38,6 +38,7 @@ from twin.materials_twins.derived import DerivedFeatures, SettingError
 from twin.materials_twins.mean_model import PropertyMean
 from twin.model import ModalitySpec, TwinModel
 from twin.model.data import ObservedData, check_modality
+from twin.model.ensemble import member_seed
 from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
 
 __all__ = ["AUTO_REFINE_STEPS", "DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
@@ -914,12 +915,6 @@ class PropertyTwinModel:
             f"latent_dim {self.latent_dim}, {self._kind}, "
             f"{self.n_members} member{'s' if self.n_members > 1 else ''}, {state}>"
         )
-
-
-def member_seed(seed: int, k: int) -> int:
-    """Seed of ensemble member ``k`` for ``seed``: ``seed`` itself for the first member (a
-    one-member twin is the plain model), well apart from the seeds of other runs after it."""
-    return int(seed) + 7919 * int(k)
 
 
 def probability_from_draws(

@@ -28,6 +28,7 @@ from scipy.stats import norm
 
 from twin.cohort import Cohort
 from twin.cohort.window import observations_before
+from twin.model.interval_scale import interval_scale_factor
 
 
 def held_out_last_readings(
@@ -68,7 +69,8 @@ def forecast_scale_factors(
     pandas.DataFrame
         One row per feature: ``n`` (individuals used), ``factor``, ``coverage_before``
         (of the uncalibrated ``level`` interval) and ``coverage_after``.  Features
-        with fewer than 10 usable individuals get factor 1.
+        with fewer than :data:`~twin.model.interval_scale.MIN_SCORES` usable individuals
+        get factor 1.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -78,7 +80,7 @@ def forecast_scale_factors(
         held = held_out_last_readings(cohort, modality, feature, min_history)
         z = _standardised_errors(model, cohort, held, f) if len(held) else np.array([])
         z = np.abs(z[np.isfinite(z)])
-        factor = float(np.quantile(z, level) / z_level) if z.size >= 10 else 1.0
+        factor = interval_scale_factor(z / z_level, level)
         rows.append(
             {
                 "feature": model.feature_names[f],

@@ -63,7 +63,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
         path,
         FORMAT,
         FORMAT_VERSION,
-        "; a DynamicTwinModel loads with twin.model.dynamic_model.DynamicTwinModel.load",
+        "; a DynamicTwinModel loads with twin.model.dynamic_model.DynamicTwinModel.load, "
+        "a TwinEnsemble with twin.TwinEnsemble.load",
     )
 
 

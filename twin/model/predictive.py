@@ -9,7 +9,7 @@ mean_s Var[x | z_s]``); quantiles come from one draw of ``x`` per latent draw.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,17 +37,6 @@ class ModalityPredictive:
     sd: np.ndarray
     quantiles: np.ndarray
     proba: np.ndarray | None
-
-
-def weight_sampling_on(fn):
-    """Run ``fn(module, ...)`` with the module's Bayesian weights sampled per draw."""
-
-    @functools.wraps(fn)
-    def wrapped(module, *args, **kwargs):
-        with weight_sampling(module, True):
-            return fn(module, *args, **kwargs)
-
-    return wrapped
 
 
 def draw_latent(loc: torch.Tensor, scale_tril: torch.Tensor, n_draws: int) -> torch.Tensor:
@@ -88,8 +77,97 @@ def _chunks(n: int, n_draws: int, width: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+@dataclass(frozen=True)
+class PosteriorPart:
+    """One component of a (mixture) posterior: a module and its Gaussian posteriors.
+
+    ``loc`` ``(N, d)`` and ``scale_tril`` ``(N, d, d)`` are in ``module``'s latent
+    space; ``n_draws`` latent draws per individual come from this part.  A single
+    model is one part; an ensemble has one part per member (an equal-weight mixture
+    when every part has the same number of draws).
+    """
+
+    module: TwinModule
+    loc: torch.Tensor
+    scale_tril: torch.Tensor
+    n_draws: int
+
+
+def split_draws(n_draws: int, n_parts: int) -> list[int]:
+    """``n_draws`` shared as evenly as possible over ``n_parts`` (the first get one more)."""
+    if n_draws < n_parts:
+        raise ValueError(f"n_draws ({n_draws}) must be at least the number of members ({n_parts})")
+    return [n_draws // n_parts + (k < n_draws % n_parts) for k in range(n_parts)]
+
+
+@contextlib.contextmanager
+def _sampling_weights(parts: Sequence[PosteriorPart]):
+    with contextlib.ExitStack() as stack:
+        for part in parts:
+            part.module.eval()
+            stack.enter_context(weight_sampling(part.module, True))
+        yield
+
+
+def _pooled_conditionals(
+    parts: Sequence[PosteriorPart], sl: slice, covariates: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, list]]:
+    """Latent draws and, per modality, per head: the conditional ``p(x | z)`` of every
+    part's draws for the individuals ``sl``, concatenated over parts on the draw axis."""
+    zs, heads = [], {}
+    for part in parts:
+        z = draw_latent(part.loc[sl], part.scale_tril[sl], part.n_draws)
+        raw = part.module.decode(z, covariates[sl])
+        zs.append(z)
+        for name, block in part.module.items():
+            for g, (head, r) in enumerate(block.split(raw[name])):
+                heads.setdefault(name, {}).setdefault(g, (head, []))[1].append(head.conditional(r))
+    return torch.cat(zs, 0), {m: list(gs.values()) for m, gs in heads.items()}
+
+
+def _cat(conds: list, attr: str) -> torch.Tensor:
+    return torch.cat([getattr(c, attr) for c in conds], 0)
+
+
 @torch.no_grad()
-@weight_sampling_on
+def mixture_predictive_summary(
+    parts: Sequence[PosteriorPart], covariates: torch.Tensor, quantiles: Sequence[float]
+) -> dict[str, ModalityPredictive]:
+    """Predictive mean, sd, quantiles (and category probabilities) of every feature
+    under the mixture of ``parts`` (draws pooled; each part contributes its draws)."""
+    first = parts[0].module
+    n = parts[0].loc.shape[0]
+    total = sum(p.n_draws for p in parts)
+    width = sum(b.decoder.n_outputs for b in first.blocks)
+    out: dict[str, list[ModalityPredictive]] = {name: [] for name in first.names}
+    with _sampling_weights(parts):
+        for sl in _chunks(n, total, width):
+            _, heads = _pooled_conditionals(parts, sl, covariates)
+            for name, block in first.items():
+                m, f = sl.stop - sl.start, block.n_features
+                mean = np.full((m, f), np.nan)
+                sd = np.full((m, f), np.nan)
+                qs = np.full((len(quantiles), m, f), np.nan)
+                proba = None
+                for head, conds in heads[name]:
+                    idx = head.index.cpu().numpy()
+                    if conds[0].probs is not None:  # categorical: one head per modality
+                        p = _cat(conds, "probs").mean(0).double().cpu().numpy()  # (m, F_g, L)
+                        levels = np.arange(p.shape[-1])[None, :]
+                        valid = levels < np.asarray(head.n_levels)[:, None]
+                        proba = np.full((m, f, p.shape[-1]), np.nan)
+                        proba[:, idx, :] = np.where(valid, p, np.nan)
+                        mean[:, idx] = np.where(valid, p, -1.0).argmax(-1)
+                        continue
+                    mu = _cat(conds, "mean").double()
+                    var = mu.var(0, unbiased=False) + _cat(conds, "var").double().mean(0)
+                    mean[:, idx] = mu.mean(0).cpu().numpy()
+                    sd[:, idx] = var.clamp_min(0).sqrt().cpu().numpy()
+                    qs[:, :, idx] = draw_quantiles(_cat(conds, "draws"), quantiles, head.discrete)
+                out[name].append(ModalityPredictive(mean, sd, qs, proba))
+    return {name: _concat(chunks) for name, chunks in out.items()}
+
+
 def predictive_summary(
     module: TwinModule,
     loc: torch.Tensor,
@@ -99,38 +177,8 @@ def predictive_summary(
     quantiles: Sequence[float],
 ) -> dict[str, ModalityPredictive]:
     """Predictive mean, sd, quantiles (and category probabilities) of every feature."""
-    module.eval()
-    n = loc.shape[0]
-    width = sum(b.decoder.n_outputs for b in module.blocks)
-    parts: dict[str, list[ModalityPredictive]] = {name: [] for name in module.names}
-    for sl in _chunks(n, n_draws, width):
-        z = draw_latent(loc[sl], scale_tril[sl], n_draws)
-        raw = module.decode(z, covariates[sl])
-        for name, block in module.items():
-            m = sl.stop - sl.start
-            f = block.n_features
-            mean = np.full((m, f), np.nan)
-            sd = np.full((m, f), np.nan)
-            qs = np.full((len(quantiles), m, f), np.nan)
-            proba = None
-            for head, r in block.split(raw[name]):
-                cond = head.conditional(r)
-                idx = head.index.cpu().numpy()
-                if cond.probs is not None:  # categorical: one head per modality
-                    p = cond.probs.mean(0).double().cpu().numpy()  # (m, F_g, L)
-                    levels = np.arange(p.shape[-1])[None, :]
-                    valid = levels < np.asarray(head.n_levels)[:, None]
-                    proba = np.full((m, f, p.shape[-1]), np.nan)
-                    proba[:, idx, :] = np.where(valid, p, np.nan)
-                    mean[:, idx] = np.where(valid, p, -1.0).argmax(-1)
-                    continue
-                mu = cond.mean.double()
-                var = mu.var(0, unbiased=False) + cond.var.double().mean(0)
-                mean[:, idx] = mu.mean(0).cpu().numpy()
-                sd[:, idx] = var.clamp_min(0).sqrt().cpu().numpy()
-                qs[:, :, idx] = draw_quantiles(cond.draws, quantiles, head.discrete)
-            parts[name].append(ModalityPredictive(mean, sd, qs, proba))
-    return {name: _concat(chunks) for name, chunks in parts.items()}
+    part = PosteriorPart(module, loc, scale_tril, n_draws)
+    return mixture_predictive_summary([part], covariates, quantiles)
 
 
 def _concat(chunks: list[ModalityPredictive]) -> ModalityPredictive:
@@ -146,7 +194,29 @@ def _concat(chunks: list[ModalityPredictive]) -> ModalityPredictive:
 
 
 @torch.no_grad()
-@weight_sampling_on
+def mixture_predictive_draws(
+    parts: Sequence[PosteriorPart], covariates: torch.Tensor
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Latent draws ``(S, N, d)`` and data draws ``{m: (S, N, F)}`` (data scale) of the
+    mixture of ``parts``: part ``k``'s draws follow part ``k - 1``'s on the draw axis,
+    and its latent draws are in its own module's latent space."""
+    first = parts[0].module
+    n = parts[0].loc.shape[0]
+    total = sum(p.n_draws for p in parts)
+    width = sum(b.decoder.n_outputs for b in first.blocks)
+    zs, out = [], {name: [] for name in first.names}
+    with _sampling_weights(parts):
+        for sl in _chunks(n, total, width):
+            z, heads = _pooled_conditionals(parts, sl, covariates)
+            zs.append(z.double().cpu().numpy())
+            for name, block in first.items():
+                x = np.full((total, sl.stop - sl.start, block.n_features), np.nan)
+                for head, conds in heads[name]:
+                    x[:, :, head.index.cpu().numpy()] = _cat(conds, "draws").double().cpu().numpy()
+                out[name].append(x)
+    return np.concatenate(zs, axis=1), {m: np.concatenate(v, axis=1) for m, v in out.items()}
+
+
 def predictive_draws(
     module: TwinModule,
     loc: torch.Tensor,
@@ -155,17 +225,4 @@ def predictive_draws(
     n_draws: int,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Latent draws ``(S, N, d)`` and data draws ``{m: (S, N, F)}`` (data scale)."""
-    module.eval()
-    n = loc.shape[0]
-    width = sum(b.decoder.n_outputs for b in module.blocks)
-    zs, out = [], {name: [] for name in module.names}
-    for sl in _chunks(n, n_draws, width):
-        z = draw_latent(loc[sl], scale_tril[sl], n_draws)
-        raw = module.decode(z, covariates[sl])
-        zs.append(z.double().cpu().numpy())
-        for name, block in module.items():
-            x = np.full((n_draws, sl.stop - sl.start, block.n_features), np.nan)
-            for head, r in block.split(raw[name]):
-                x[:, :, head.index.cpu().numpy()] = head.conditional(r).draws.double().cpu().numpy()
-            out[name].append(x)
-    return np.concatenate(zs, axis=1), {m: np.concatenate(v, axis=1) for m, v in out.items()}
+    return mixture_predictive_draws([PosteriorPart(module, loc, scale_tril, n_draws)], covariates)

@@ -150,6 +150,7 @@ class TwinModel:
         seed: int = 0,
         progress: bool = True,
         config: TrainingConfig | None = None,
+        split_seed: int | None = None,
         **settings,
     ) -> TwinModel:
         """Train the model on ``cohort`` by SVI (from scratch on every call).
@@ -169,6 +170,10 @@ class TwinModel:
             A :class:`TrainingConfig`; keyword ``settings`` override its fields
             (``epochs``, ``batch_size``, ``lr``, ``validation_fraction``,
             ``patience``, ``kl_warmup_epochs``, ``modality_dropout``, ...).
+        split_seed
+            Seed of the validation split (default: ``seed``); models trained with
+            different seeds and one ``split_seed`` share their validation individuals
+            (as the members of a :class:`~twin.model.ensemble.TwinEnsemble` do).
 
         Returns
         -------
@@ -194,7 +199,8 @@ class TwinModel:
             cohort.covariates, self.covariate_encoder.names
         )
         data = align_cohort(cohort, self.schema, self.covariate_encoder)
-        train_data, val_data = self._split(data, config.validation_fraction, seed)
+        split = seed if split_seed is None else split_seed
+        train_data, val_data = self._split(data, config.validation_fraction, split)
         self._check_trainable(train_data)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

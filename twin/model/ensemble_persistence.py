@@ -1,0 +1,121 @@
+"""Save and load a :class:`~twin.model.ensemble.TwinEnsemble` without pickle.
+
+A saved ensemble is a folder holding ``model.json`` (format ``twin.TwinEnsemble``:
+version, schema and hash, number of members, member seeds' base, interval scale and
+its calibration table, member options) and one saved
+:class:`~twin.model.twin_model.TwinModel` per member in ``member_<k>/`` (see
+:mod:`twin.model.persistence`).  The members are written first and ``model.json``
+last, each file atomically, so an interrupted save leaves no loadable ensemble; an
+existing ensemble is never replaced unless asked.  Loading checks every member's
+schema hash against the ensemble's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from twin._util.atomic import write_text_atomic
+from twin.cohort import CohortSchema
+from twin.model.model_folder import METADATA_FILE, read_model_metadata, twin_version
+from twin.model.persistence import _check_schema, load_model, save_model
+from twin.model.specs import ModalitySpec
+
+FORMAT = "twin.TwinEnsemble"
+FORMAT_VERSION = 1
+
+
+def member_folder(path: str | os.PathLike, k: int) -> Path:
+    """The folder of member ``k`` inside an ensemble folder."""
+    return Path(path) / f"member_{k}"
+
+
+def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``ensemble`` into the folder ``path``; see the module docstring."""
+    members = ensemble._require_fitted()
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    if (folder / METADATA_FILE).exists() and not overwrite:
+        raise FileExistsError(
+            f"{folder / METADATA_FILE} exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
+    for k, member in enumerate(members):
+        save_model(member, member_folder(folder, k), overwrite=overwrite)
+    first = members[0]
+    options = {
+        "specs": {m: s.to_dict() for m, s in first.specs.items()},
+        "covariates": list(first.covariate_encoder.names),
+    }
+    calibration = None
+    if ensemble.calibration is not None:
+        calibration = ensemble.calibration.to_dict(orient="index")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "twin_version": twin_version(),
+        "schema": ensemble.schema.to_dict(),
+        "schema_hash": ensemble.schema.hash(),
+        "latent_dim": ensemble.latent_dim,
+        "n_members": ensemble.n_members,
+        "members": [member_folder(".", k).name for k in range(ensemble.n_members)],
+        "options": options,
+        "level": ensemble.level,
+        "interval_scale": dict(ensemble.interval_scale),
+        "calibration": calibration,
+    }
+    write_text_atomic(folder / METADATA_FILE, json.dumps(meta, indent=1), overwrite=overwrite)
+    return folder
+
+
+def load_ensemble(
+    path: str | os.PathLike,
+    schema: CohortSchema | None = None,
+    device: str | torch.device = "auto",
+    num_threads: int | None = 1,
+):
+    """Read an ensemble written by :func:`save_ensemble`."""
+    from twin.model.ensemble import TwinEnsemble
+
+    meta = read_model_metadata(
+        path, FORMAT, FORMAT_VERSION, "; a single model loads with twin.TwinModel.load"
+    )
+    saved = CohortSchema.from_dict(meta["schema"])
+    if schema is not None:
+        _check_schema(saved, schema)
+    options = meta["options"]
+    ensemble = TwinEnsemble(
+        saved,
+        meta["latent_dim"],
+        n_members=meta["n_members"],
+        specs={m: ModalitySpec.from_dict(s) for m, s in options["specs"].items()},
+        covariates=options["covariates"],
+        device=device,
+        num_threads=num_threads,
+    )
+    members = []
+    for name in meta["members"]:
+        member = load_model(Path(path) / name, device=device, num_threads=num_threads)
+        if member.schema.hash() != meta["schema_hash"]:
+            raise ValueError(
+                f"{Path(path) / name}: member schema hash {member.schema.hash()} differs from "
+                f"the ensemble's {meta['schema_hash']} in {Path(path) / METADATA_FILE}"
+            )
+        members.append(member)
+    if len(members) != meta["n_members"]:
+        raise ValueError(
+            f"{Path(path) / METADATA_FILE}: lists {len(members)} members, n_members is "
+            f"{meta['n_members']}"
+        )
+    ensemble.members = members
+    ensemble.level = float(meta["level"])
+    ensemble.interval_scale = {m: float(v) for m, v in meta["interval_scale"].items()}
+    if meta.get("calibration") is not None:
+        table = pd.DataFrame.from_dict(meta["calibration"], orient="index")
+        table.index.name = "modality"
+        ensemble.calibration = table
+    return ensemble
