@@ -179,6 +179,8 @@ def test_bad_arguments(cohorts):
         ens.fit(train, progress=False, validation_fraction=0.0)
     with pytest.raises(ValueError, match="level"):
         ens.fit(train, progress=False, level=0.0)
+    with pytest.raises(TypeError, match="unknown training settings"):
+        ens.fit(train, progress=False, epoch=5)
     ens.fit(train, progress=False, validation_fraction=0.0, calibrate=False, epochs=5)
     assert ens.calibration is None and set(ens.interval_scale.values()) == {1.0}
     # members train without expert tempering: the ensemble calibrates instead

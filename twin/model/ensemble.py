@@ -176,6 +176,9 @@ class TwinEnsemble:
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
         base = (config or TrainingConfig()).to_dict()
+        unknown = sorted(set(settings) - set(base))
+        if unknown:
+            raise TypeError(f"unknown training settings {unknown}; known: {sorted(base)}")
         config = TrainingConfig.from_dict({**base, **settings, "calibrate": False})
         if calibrate and config.validation_fraction <= 0:
             raise ValueError("calibrate=True needs validation_fraction > 0 (held-out individuals)")
