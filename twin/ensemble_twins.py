@@ -110,9 +110,11 @@ class EnsembleTwins:
         """Mixture posterior predictive of every feature, observed values kept.
 
         The layout of :meth:`twin.twins.Twins.impute`.  ``n_draws`` are shared over
-        the members; with ``calibrated`` the sd and the quantiles (about the mean) of
-        each continuous feature are scaled by its modality's
-        :attr:`~twin.model.ensemble.TwinEnsemble.interval_scale`.
+        the members as evenly as possible (:func:`~twin.model.predictive.split_draws`),
+        and each member weighs in with its share of the draws: equal weights when
+        ``n_draws`` is a multiple of the number of members.  With ``calibrated`` the sd
+        and the quantiles (about the mean) of each continuous feature are scaled by its
+        modality's :attr:`~twin.model.ensemble.TwinEnsemble.interval_scale`.
         """
         if n_draws < 2:
             raise ValueError("n_draws must be at least 2")

@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # the twins layer sits above the model layer
 
 
 def member_seed(seed: int, k: int) -> int:
-    """Seed of ensemble member ``k`` for ``seed``: ``seed`` itself for the first member (a
-    one-member ensemble is the plain model), well apart from the seeds of other runs after it."""
+    """Seed of ensemble member ``k`` for ``seed``: ``seed`` itself for the first member (so
+    member 0 trains as ``TwinModel.fit(seed=seed)`` would, except that a ``TwinEnsemble``
+    switches off the expert temperatures), well apart from the seeds of later runs."""
     return int(seed) + 7919 * int(k)
 
 
@@ -97,6 +98,8 @@ class TwinEnsemble:
         self.interval_scale: dict[str, float] = {m: 1.0 for m in self.modalities}
         self.calibration: pd.DataFrame | None = None
         self.level: float = 0.9
+        #: the ``seed`` of the last :meth:`fit` (None before fitting)
+        self.seed: int | None = None
 
     # ------------------------------------------------------------------ structure
     @property
@@ -199,7 +202,7 @@ class TwinEnsemble:
             table = interval_scale_table(trained, val.to(first.device), level, seed=seed)
             scale = table["factor"].to_dict()
         self.members, self.interval_scale, self.calibration = trained, scale, table
-        self.level = float(level)
+        self.level, self.seed = float(level), int(seed)
         return self
 
     def _member_options(self) -> dict:

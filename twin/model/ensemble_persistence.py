@@ -1,19 +1,21 @@
 """Save and load a :class:`~twin.model.ensemble.TwinEnsemble` without pickle.
 
 A saved ensemble is a folder holding ``model.json`` (format ``twin.TwinEnsemble``:
-version, schema and hash, number of members, member seeds' base, interval scale and
-its calibration table, member options) and one saved
-:class:`~twin.model.twin_model.TwinModel` per member in ``member_<k>/`` (see
-:mod:`twin.model.persistence`).  The members are written first and ``model.json``
-last, each file atomically, so an interrupted save leaves no loadable ensemble; an
-existing ensemble is never replaced unless asked.  Loading checks every member's
-schema hash against the ensemble's.
+version, schema and hash, number of members, the training seed, interval scale and
+its calibration table, member options, and each member's weights checksum) and one
+saved :class:`~twin.model.twin_model.TwinModel` per member in ``member_<k>/`` (see
+:mod:`twin.model.persistence`).  An existing ensemble is never replaced unless asked.
+When it is, its ``model.json`` is removed first and members beyond the new count are
+deleted; the members are then written and the new ``model.json`` last, each file
+atomically, so an interrupted save leaves no loadable ensemble.  Loading checks every
+member's schema hash and weights checksum against the ensemble's ``model.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +36,11 @@ def member_folder(path: str | os.PathLike, k: int) -> Path:
     return Path(path) / f"member_{k}"
 
 
+def _is_member(path: Path, n_members: int) -> bool:
+    """Whether ``path`` is ``member_<k>`` for some ``k < n_members``."""
+    return path.name in {member_folder(".", k).name for k in range(n_members)}
+
+
 def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``ensemble`` into the folder ``path``; see the module docstring."""
     members = ensemble._require_fitted()
@@ -44,8 +51,17 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
         raise FileExistsError(
             f"{folder / METADATA_FILE} exists; pass overwrite=True (CLI: --overwrite) to replace it"
         )
+    if (folder / METADATA_FILE).exists():  # overwrite: the old ensemble stops loading now
+        (folder / METADATA_FILE).unlink()
+    stale = [p for p in folder.glob("member_*") if p.is_dir() and not _is_member(p, len(members))]
+    for path in stale:
+        shutil.rmtree(path)
     for k, member in enumerate(members):
         save_model(member, member_folder(folder, k), overwrite=overwrite)
+    checksums = [
+        json.loads((member_folder(folder, k) / METADATA_FILE).read_text())["weights_sha256"]
+        for k in range(len(members))
+    ]
     first = members[0]
     options = {
         "specs": {m: s.to_dict() for m, s in first.specs.items()},
@@ -63,6 +79,8 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
         "latent_dim": ensemble.latent_dim,
         "n_members": ensemble.n_members,
         "members": [member_folder(".", k).name for k in range(ensemble.n_members)],
+        "members_weights_sha256": checksums,
+        "seed": ensemble.seed,
         "options": options,
         "level": ensemble.level,
         "interval_scale": dict(ensemble.interval_scale),
@@ -97,22 +115,30 @@ def load_ensemble(
         device=device,
         num_threads=num_threads,
     )
+    names, checksums = meta["members"], meta["members_weights_sha256"]
+    if not len(names) == len(checksums) == meta["n_members"]:
+        raise ValueError(
+            f"{Path(path) / METADATA_FILE}: lists {len(names)} members and {len(checksums)} "
+            f"checksums, n_members is {meta['n_members']}"
+        )
     members = []
-    for name in meta["members"]:
-        member = load_model(Path(path) / name, device=device, num_threads=num_threads)
+    for name, checksum in zip(names, checksums, strict=True):
+        where = Path(path) / name
+        member = load_model(where, device=device, num_threads=num_threads)
         if member.schema.hash() != meta["schema_hash"]:
             raise ValueError(
-                f"{Path(path) / name}: member schema hash {member.schema.hash()} differs from "
+                f"{where}: member schema hash {member.schema.hash()} differs from "
                 f"the ensemble's {meta['schema_hash']} in {Path(path) / METADATA_FILE}"
             )
+        if json.loads((where / METADATA_FILE).read_text())["weights_sha256"] != checksum:
+            raise ValueError(
+                f"{where}: not the member {Path(path) / METADATA_FILE} was written with "
+                "(weights checksum differs)"
+            )
         members.append(member)
-    if len(members) != meta["n_members"]:
-        raise ValueError(
-            f"{Path(path) / METADATA_FILE}: lists {len(members)} members, n_members is "
-            f"{meta['n_members']}"
-        )
     ensemble.members = members
     ensemble.level = float(meta["level"])
+    ensemble.seed = meta.get("seed")
     ensemble.interval_scale = {m: float(v) for m, v in meta["interval_scale"].items()}
     if meta.get("calibration") is not None:
         table = pd.DataFrame.from_dict(meta["calibration"], orient="index")

@@ -80,7 +80,7 @@ def forecast_scale_factors(
         held = held_out_last_readings(cohort, modality, feature, min_history)
         z = _standardised_errors(model, cohort, held, f) if len(held) else np.array([])
         z = np.abs(z[np.isfinite(z)])
-        factor = interval_scale_factor(z / z_level, level)
+        factor = interval_scale_factor(z / z_level, level, conformal=False)
         rows.append(
             {
                 "feature": model.feature_names[f],

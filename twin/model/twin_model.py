@@ -182,7 +182,7 @@ class TwinModel:
 
         Notes
         -----
-        A ``validation_fraction`` of the individuals (drawn with ``seed``) is held out
+        A ``validation_fraction`` of the individuals (drawn with ``split_seed``) is held out
         for early stopping.  After training, the latent is re-standardised so that the
         training individuals' aggregate posterior matches the ``N(0, I)`` prior
         (:meth:`TwinModule.standardise_latent`), and each modality's expert
