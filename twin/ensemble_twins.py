@@ -25,13 +25,8 @@ from twin.model.predictive import (
     mixture_predictive_summary,
     split_draws,
 )
-from twin.twins import (
-    DEFAULT_QUANTILES,
-    Twins,
-    imputation_dataset,
-    sample_dataset,
-    seeded,
-)
+from twin.model.threads import seeded
+from twin.twins import DEFAULT_QUANTILES, Twins, imputation_dataset, sample_dataset
 
 if TYPE_CHECKING:
     from twin.model.ensemble import TwinEnsemble

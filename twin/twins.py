@@ -12,7 +12,7 @@ extend the same state.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +23,7 @@ import xarray as xr
 from twin.cohort import CohortSchema
 from twin.model.data import ObservedData
 from twin.model.predictive import ModalityPredictive, predictive_draws, predictive_summary
-from twin.model.threads import limited_threads
+from twin.model.threads import seeded
 
 if TYPE_CHECKING:
     from twin.model.twin_model import TwinModel
@@ -228,15 +228,6 @@ class Twins:
         ids = ", ".join(map(str, self.individuals[:3])) + (", ..." if len(self) > 3 else "")
         lines.append(f"  individuals: {ids}")
         return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device, num_threads: int | None) -> Iterator[None]:
-    """Run seeded (and thread-limited), restoring the caller's RNG state afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with limited_threads(num_threads), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def feature_coords(schema: CohortSchema, modality: str) -> dict:

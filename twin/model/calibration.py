@@ -50,14 +50,9 @@ def leave_one_out_log_likelihood(
         hidden = data.masks[name]
         if not hidden.any():
             continue
-        rest = {m: (torch.zeros_like(k) if m == name else k) for m, k in data.masks.items()}
-        reduced = data.with_masks(rest)
-        keep = torch.stack([reduced.present(m) for m in module.names], 1).any(1)
-        keep &= hidden.any(1)
+        keep, part = data.leave_out(name)
         if not keep.any():
             continue
-        rows = torch.nonzero(keep).flatten().cpu().numpy()
-        part = reduced.take(rows)
         values, mask = data.values[name][keep], hidden[keep]
         loc, scale = module.posterior(part)
         z = loc + scale * torch.randn((n_draws, *loc.shape), device=loc.device)

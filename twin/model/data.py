@@ -75,6 +75,23 @@ class ObservedData:
         mask = self.masks[modality].cpu().numpy()
         return np.where(mask, self.values[modality].double().cpu().numpy(), np.nan)
 
+    def leave_out(
+        self, modality: str, scored: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ObservedData]:
+        """Hide ``modality`` to predict it from the others (leave-one-modality-out scoring).
+
+        Returns ``keep``, ``(N,)`` bool: the individuals with an entry of ``scored``
+        (default: any observed entry of ``modality``) and at least one other modality
+        observed; and those individuals' data with ``modality`` hidden.
+        """
+        scored = self.masks[modality] if scored is None else scored
+        others = [self.present(m) for m in self.masks if m != modality]
+        keep = scored.any(1)
+        keep = keep & torch.stack(others, 1).any(1) if others else torch.zeros_like(keep)
+        part = self.take(torch.nonzero(keep).flatten().cpu().numpy())
+        hidden = {m: (torch.zeros_like(k) if m == modality else k) for m, k in part.masks.items()}
+        return keep, part.with_masks(hidden)
+
     def present(self, modality: str) -> torch.Tensor:
         """``(N,)`` bool: whether any feature of ``modality`` is observed."""
         return self.masks[modality].any(dim=-1)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +74,7 @@ from twin.model.emission import GaussianEmission
 from twin.model.feature_transform import FeatureTransform, transform_offset
 from twin.model.initial_state import InitialStatePrior
 from twin.model.state_filter import filter_states
-from twin.model.threads import limited_threads
+from twin.model.threads import limited_threads, seeded
 
 if TYPE_CHECKING:  # the twins layer sits above the model layer
     from twin.dynamic_twins import DynamicTwins
@@ -564,12 +564,8 @@ class DynamicTwinModel:
         )
         return DynamicModule(dyn, emission, initial)
 
-    @contextlib.contextmanager
-    def _seeded(self, seed: int) -> Iterator[None]:
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
+    def _seeded(self, seed: int) -> contextlib.AbstractContextManager[None]:
+        return seeded(seed, self.device)
 
     def threads(self):
         """Context manager limiting torch's CPU threads to :attr:`num_threads`."""

@@ -34,7 +34,7 @@ from twin.cohort import Cohort, CohortSchema
 from twin.model.data import ObservedData, align_cohort
 from twin.model.interval_scale import interval_scale_factor, interval_scores
 from twin.model.predictive import PosteriorPart, mixture_predictive_summary, split_draws
-from twin.model.threads import limited_threads
+from twin.model.threads import seeded
 from twin.model.training import TrainingConfig
 from twin.model.twin_model import TwinModel
 
@@ -178,11 +178,7 @@ class TwinEnsemble:
         """
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
-        base = (config or TrainingConfig()).to_dict()
-        unknown = sorted(set(settings) - set(base))
-        if unknown:
-            raise TypeError(f"unknown training settings {unknown}; known: {sorted(base)}")
-        config = TrainingConfig.from_dict({**base, **settings, "calibrate": False})
+        config = (config or TrainingConfig()).with_settings(**{**settings, "calibrate": False})
         if calibrate and config.validation_fraction <= 0:
             raise ValueError("calibrate=True needs validation_fraction > 0 (held-out individuals)")
         schema = self.schema
@@ -307,33 +303,22 @@ def interval_scale_table(
     lo, hi = 0.5 - level / 2, 0.5 + level / 2
     counts = split_draws(n_draws, len(members))
     rows = {}
-    devices = [data.values[schema.names[0]].device]
-    devices = devices if devices[0].type == "cuda" else []
+    device = data.values[schema.names[0]].device
     for name in schema.names:
         hidden = data.masks[name] & torch.as_tensor(continuous_features(schema, name)).to(
             data.masks[name].device
         )
-        others = [data.present(m) for m in schema.names if m != name]
-        keep = hidden.any(1)
-        keep &= torch.stack(others, 1).any(1) if others else torch.zeros_like(keep)
+        keep, reduced = data.leave_out(name, scored=hidden)
         scores = np.array([])
         if keep.any():
-            rows_np = torch.nonzero(keep).flatten().cpu().numpy()
-            part = data.take(rows_np)
-            reduced = part.with_masks(
-                {m: (torch.zeros_like(k) if m == name else k) for m, k in part.masks.items()}
-            )
-            with limited_threads(members[0].num_threads), torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                parts = []
-                for member, n in zip(members, counts, strict=True):
-                    module = member._require_fitted()
-                    module.eval()
-                    loc, sd = module.posterior(reduced)
-                    parts.append(PosteriorPart(module, loc, torch.diag_embed(sd), n))
+            with seeded(seed, device, members[0].num_threads):
+                parts = [
+                    PosteriorPart(member._require_fitted(), *member.posterior(reduced), n)
+                    for member, n in zip(members, counts, strict=True)
+                ]
                 pred = mixture_predictive_summary(parts, reduced.covariates, (lo, hi))[name]
             mask = hidden[keep].cpu().numpy()
-            truth = part.exact_values(name)
+            truth = data.exact_values(name)[keep.cpu().numpy()]
             scores = interval_scores(truth, pred.mean, pred.quantiles[0], pred.quantiles[1])[mask]
         factor = interval_scale_factor(scores, level)
         finite = scores[~np.isnan(scores)]

@@ -87,6 +87,14 @@ class TrainingConfig:
     def from_dict(cls, d: Mapping) -> TrainingConfig:
         return cls(**dict(d))
 
+    def with_settings(self, **settings) -> TrainingConfig:
+        """A copy with ``settings`` overriding fields; an unknown name is a ``TypeError``."""
+        base = self.to_dict()
+        unknown = sorted(set(settings) - set(base))
+        if unknown:
+            raise TypeError(f"unknown training settings {unknown}; known: {sorted(base)}")
+        return TrainingConfig.from_dict({**base, **settings})
+
 
 @dataclass
 class TrainingHistory:

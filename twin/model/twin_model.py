@@ -18,7 +18,7 @@ from twin.model.data import ObservedData, align_cohort
 from twin.model.module import TwinModule
 from twin.model.refine import refine_posterior
 from twin.model.specs import ModalitySpec
-from twin.model.threads import limited_threads
+from twin.model.threads import limited_threads, seeded
 from twin.model.training import TrainingConfig, TrainingHistory, train
 
 if TYPE_CHECKING:  # the twins layer sits above the model layer
@@ -190,11 +190,7 @@ class TwinModel:
         is predicted from the others (:mod:`twin.model.calibration`).
         """
         started = time.perf_counter()
-        base = (config or TrainingConfig()).to_dict()
-        unknown = sorted(set(settings) - set(base))
-        if unknown:
-            raise TypeError(f"unknown training settings {unknown}; known: {sorted(base)}")
-        config = TrainingConfig.from_dict({**base, **settings})
+        config = (config or TrainingConfig()).with_settings(**settings)
         self.covariate_encoder = CovariateEncoder.fit(
             cohort.covariates, self.covariate_encoder.names
         )
@@ -269,9 +265,7 @@ class TwinModel:
             loc, scale = module.posterior(data)
         tril = torch.diag_embed(scale)
         if refine_steps > 0:
-            devices = [self.device] if self.device.type == "cuda" else []
-            with limited_threads(self.num_threads), torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
+            with seeded(seed, self.device, self.num_threads):
                 loc, tril = refine_posterior(
                     module, data, loc, tril, refine_steps, refine_lr, covariance=covariance
                 )
