@@ -15,6 +15,7 @@ from twin.evaluate import (
     crps_from_quantiles,
     crps_gaussian,
     evaluate_imputation,
+    hidden_entries,
     imputation_metrics,
 )
 
@@ -244,3 +245,48 @@ def test_evaluate_imputation_individuals_and_train_mean():
         evaluate_imputation(truth, ds, "b", individuals=["nobody"])
     with pytest.raises(ValueError, match="no entry"):
         evaluate_imputation(truth, ds.assign(b_observed=ds["b_observed"] | True), "b")
+
+
+def test_hidden_entries_lists_the_scored_entries_on_the_truth_layout():
+    truth, partial, ds, b, hidden = _cohort_and_imputed()
+    rows = hidden_entries(truth, ds, "b")
+    assert sorted(rows["individual"].unique()) == hidden and len(rows) == 6
+    for _, r in rows.iterrows():  # matched by id and feature although ds orders them otherwise
+        assert r["truth"] == b.loc[r["individual"], r["feature"]]
+        assert r["mean"] == pytest.approx(r["truth"] + 1.0)
+        assert r["q95"] - r["q05"] == pytest.approx(1.6)
+    assert set(rows.columns) == {
+        "individual",
+        "feature",
+        "truth",
+        "mean",
+        "sd",
+        "q05",
+        "q50",
+        "q95",
+    }
+    assert len(hidden_entries(truth, ds, "b", only_hidden=False)) == 18
+
+
+def test_plot_imputed_draws_covered_and_missed_entries():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from twin.plot import plot_imputed
+
+    truth, partial, ds, b, hidden = _cohort_and_imputed()
+    # widen the interval of feature b1 so that its two entries are covered
+    wide = ds.copy()
+    wide["b_q05"].loc[{"b_feature": "b1"}] -= 1.0
+    ax = plot_imputed(wide, truth, "b")
+    covered, missed = ax.containers
+    assert len(covered.lines[0].get_xdata()) == 2 and len(missed.lines[0].get_xdata()) == 4
+    assert "6 hidden entries, 33% covered" in ax.get_title()
+    ax = plot_imputed(wide, truth, "b", features=["b2"])
+    assert "2 hidden entries, 0% covered" in ax.get_title()
+    with pytest.raises(KeyError, match="q025"):
+        plot_imputed(ds, truth, "b", level=0.95)
+    with pytest.raises(KeyError, match="not features"):
+        plot_imputed(ds, truth, "b", features=["zz"])
+    plt.close("all")

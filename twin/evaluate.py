@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy.special import ndtr
 
@@ -41,6 +42,7 @@ __all__ = [
     "crps_from_quantiles",
     "crps_gaussian",
     "evaluate_imputation",
+    "hidden_entries",
     "imputation_metrics",
 ]
 
@@ -317,6 +319,92 @@ def _quantile_vars(imputed: xr.Dataset, modality: str) -> dict[float, str]:
     return out
 
 
+def _align(
+    truth_cohort: Cohort,
+    imputed: xr.Dataset,
+    modality: str,
+    individuals: Sequence[str] | None,
+    only_hidden: bool,
+):
+    """Truth and imputation of one modality on the truth's layout.
+
+    Returns ``(truth_sub, y, mask, pick)``: the truth cohort restricted to the scored
+    individuals, its values, the mask of entries to score (observed in the truth and,
+    with ``only_hidden``, not given to the twins), and ``pick(var)`` giving a variable
+    of ``imputed`` on the same layout.
+    """
+    if modality not in imputed:
+        raise KeyError(f"imputed dataset has no variable {modality!r}")
+    fdim = f"{modality}_feature"
+    feats = truth_cohort.data[fdim].values
+    ids = imputed["individual"].values if individuals is None else np.asarray(individuals)
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    missing = np.setdiff1d(ids, imputed["individual"].values.astype(str))
+    if missing.size:
+        raise KeyError(f"individuals not in the imputed dataset: {missing[:5].tolist()}")
+    missing_feats = np.setdiff1d(feats, imputed[fdim].values)
+    if missing_feats.size:
+        raise KeyError(f"features not in the imputed dataset: {missing_feats[:5].tolist()}")
+
+    truth_sub = truth_cohort.select(list(ids))
+    dims = truth_sub.data[modality].dims
+
+    def pick(var: str) -> np.ndarray:
+        da = imputed[var].sel(individual=list(ids), **{fdim: feats})
+        return da.transpose(*dims).values
+
+    y = truth_sub.values(modality)
+    mask = truth_sub.mask(modality).copy()
+    if only_hidden and f"{modality}_observed" in imputed:
+        obs = imputed[f"{modality}_observed"].sel(individual=list(ids))
+        if fdim in obs.dims:
+            obs = obs.sel(**{fdim: feats}).transpose(*dims).values.astype(bool)
+        else:  # one flag per individual
+            obs = np.broadcast_to(
+                obs.values.astype(bool).reshape((-1,) + (1,) * (len(dims) - 1)), y.shape
+            )
+        mask &= ~obs
+    return truth_sub, y, mask, pick
+
+
+def hidden_entries(
+    truth_cohort: Cohort,
+    imputed: xr.Dataset,
+    modality: str,
+    individuals: Sequence[str] | None = None,
+    *,
+    only_hidden: bool = True,
+) -> pd.DataFrame:
+    """The scored entries of an imputation next to their truth, one row per entry.
+
+    The entries are those :func:`evaluate_imputation` scores (same arguments): observed
+    in ``truth_cohort`` and, with ``only_hidden``, not given to the twins.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``individual``, ``feature``, ``truth``, ``mean`` and every
+        ``<m>_sd`` / ``<m>_qNN`` of ``imputed`` without the modality prefix
+        (``sd``, ``q05``, ``q50``, ``q95``, ...).
+    """
+    truth_sub, y, mask, pick = _align(truth_cohort, imputed, modality, individuals, only_hidden)
+    if y.ndim != 2:
+        raise ValueError(f"{modality!r} is not a static (individual, feature) modality")
+    scored = mask & np.isfinite(y)
+    rows, cols = np.nonzero(scored)
+    out = {
+        "individual": truth_sub.individuals[rows],
+        "feature": truth_sub.data[f"{modality}_feature"].values[cols],
+        "truth": y[rows, cols],
+        "mean": pick(modality)[rows, cols],
+    }
+    extra = [f"{modality}_sd", *_quantile_vars(imputed, modality).values()]
+    for var in extra:
+        if var in imputed:
+            out[var.removeprefix(f"{modality}_")] = pick(var)[rows, cols]
+    return pd.DataFrame(out)
+
+
 def evaluate_imputation(
     truth_cohort: Cohort,
     imputed: xr.Dataset,
@@ -355,37 +443,8 @@ def evaluate_imputation(
         The metrics of :func:`imputation_metrics` plus ``n_individuals`` (individuals
         with a scored entry) and ``modality``.
     """
-    if modality not in imputed:
-        raise KeyError(f"imputed dataset has no variable {modality!r}")
-    fdim = f"{modality}_feature"
-    feats = truth_cohort.data[fdim].values
-    ids = imputed["individual"].values if individuals is None else np.asarray(individuals)
-    ids = np.asarray([str(i) for i in ids], dtype=object)
-    missing = np.setdiff1d(ids, imputed["individual"].values.astype(str))
-    if missing.size:
-        raise KeyError(f"individuals not in the imputed dataset: {missing[:5].tolist()}")
-    missing_feats = np.setdiff1d(feats, imputed[fdim].values)
-    if missing_feats.size:
-        raise KeyError(f"features not in the imputed dataset: {missing_feats[:5].tolist()}")
-
-    truth_sub = truth_cohort.select(list(ids))
-    dims = truth_sub.data[modality].dims
-
-    def pick(var: str) -> np.ndarray:
-        da = imputed[var].sel(individual=list(ids), **{fdim: feats})
-        return da.transpose(*dims).values
-
-    y = truth_sub.values(modality)
-    mask = truth_sub.mask(modality).copy()
-    if only_hidden and f"{modality}_observed" in imputed:
-        obs = imputed[f"{modality}_observed"].sel(individual=list(ids))
-        if fdim in obs.dims:
-            obs = obs.sel(**{fdim: feats}).transpose(*dims).values.astype(bool)
-        else:  # one flag per individual
-            obs = np.broadcast_to(
-                obs.values.astype(bool).reshape((-1,) + (1,) * (len(dims) - 1)), y.shape
-            )
-        mask &= ~obs
+    truth_sub, y, mask, pick = _align(truth_cohort, imputed, modality, individuals, only_hidden)
+    feats = truth_sub.data[f"{modality}_feature"].values
 
     if isinstance(train_mean, Cohort):
         tv = train_mean.values(modality).reshape(-1, len(feats))

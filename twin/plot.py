@@ -1,4 +1,5 @@
-"""Plots of longitudinal twins: observations, forecasts and uncertainty bands per scenario."""
+"""Plots of twins: longitudinal observations, forecasts and uncertainty bands per scenario,
+and imputed values against held-out truth."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import xarray as xr
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from twin.cohort import Cohort
     from twin.dynamic_twins import DynamicTwins
 
-__all__ = ["plot_simulation", "plot_twin"]
+__all__ = ["plot_imputed", "plot_simulation", "plot_twin"]
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -133,6 +135,89 @@ def plot_simulation(
         ax.plot(t, q[1], label=f"{name} (median, {level:.0%} band)")
     ax.set_xlabel("days since reference")
     ax.set_ylabel(feature)
+    return ax
+
+
+def plot_imputed(
+    imputed: xr.Dataset,
+    truth: Cohort,
+    modality: str,
+    *,
+    individuals: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+    level: float = 0.9,
+    ax: Axes | None = None,
+) -> Axes:
+    """Held-out truth against the imputed mean, each entry with its ``level`` interval.
+
+    Every entry the twins were not given and ``truth`` holds (those
+    :func:`twin.evaluate.evaluate_imputation` scores) is a point at (truth, predictive
+    mean) with a vertical bar from the lower to the upper quantile of the central
+    ``level`` interval; bars that miss the truth are drawn in another colour and the
+    title gives the coverage.  Points on the diagonal are perfect imputations; a cloud
+    flat at the population mean is what imputing without information looks like.
+
+    Parameters
+    ----------
+    imputed
+        Output of ``twins.impute(quantiles=...)`` holding the two quantiles of the
+        ``level`` interval (``q05``/``q95`` for the default 0.9).
+    truth
+        Cohort with the true values.
+    modality
+        Modality to draw (static: ``(individual, feature)``).
+    individuals, features
+        Subsets to draw (default: all scored).
+    level
+        Central interval level.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        Covered and missed entries are two ``errorbar`` containers.
+    """
+    from twin.evaluate import hidden_entries
+    from twin.twins import quantile_suffix
+
+    lo_q, hi_q = _band_quantiles(level)
+    lo_name, hi_name = quantile_suffix(lo_q), quantile_suffix(hi_q)
+    for name in (lo_name, hi_name):
+        if f"{modality}_{name}" not in imputed:
+            raise KeyError(
+                f"imputed has no {modality}_{name}: impute with quantiles including "
+                f"{lo_q:g} and {hi_q:g} for a {level:.0%} interval"
+            )
+    rows = hidden_entries(truth, imputed, modality, individuals)
+    if features is not None:
+        unknown = sorted(set(features) - set(map(str, imputed[f"{modality}_feature"].values)))
+        if unknown:
+            raise KeyError(f"{unknown} are not features of {modality!r}")
+        rows = rows[rows["feature"].isin(list(features))]
+    if rows.empty:
+        raise ValueError(f"no hidden entry of {modality!r} with a true value to draw")
+    ax = _axes(ax)
+    covered = (rows["truth"] >= rows[lo_name]) & (rows["truth"] <= rows[hi_name])
+    for sel, colour, label in ((covered, "C0", "covered"), (~covered, "C3", "missed")):
+        part = rows[sel]
+        err = np.vstack([part["mean"] - part[lo_name], part[hi_name] - part["mean"]])
+        ax.errorbar(
+            part["truth"],
+            part["mean"],
+            yerr=err,
+            fmt="o",
+            ms=3,
+            color=colour,
+            alpha=0.6,
+            elinewidth=0.8,
+            label=f"{label} ({len(part)})",
+        )
+    lo = float(min(rows["truth"].min(), rows[lo_name].min()))
+    hi = float(max(rows["truth"].max(), rows[hi_name].max()))
+    ax.plot([lo, hi], [lo, hi], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(f"{modality}: held-out value")
+    ax.set_ylabel(f"{modality}: imputed mean and {level:.0%} interval")
+    ax.set_title(f"{modality}: {len(rows)} hidden entries, {covered.mean():.0%} covered")
+    ax.legend(loc="best", fontsize="small")
     return ax
 
 

@@ -107,7 +107,11 @@ class PropertyTwinModel:
         (``benchmarks/materials.py``, ``twin_gbm``: concrete 28-day strength with
         gradient-boosted trees); every input must then be given.  Outputs must be
         continuous; not with ``conditional``.  :meth:`twins` gives the twins of the
-        deviations.
+        deviations.  The deviations need only a small latent model: on concrete one
+        factor with a linear decoder and Student-t noise (``latent_dim=1``,
+        ``ModalitySpec(decoder_hidden=(), continuous="student_t")``) lets an early test
+        move the later ages most (MAE 3.45 against 3.62 MPa with two dimensions and a
+        hidden layer).
     mean_folds
         Cross-fitting folds of ``mean_model``.
     n_members

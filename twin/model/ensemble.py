@@ -271,6 +271,8 @@ class TwinEnsemble:
         if self.calibration is not None:
             parts = [
                 f"{m} x{r.factor:.2f} (coverage {r.coverage_before:.2f} -> {r.coverage_after:.2f})"
+                if r.n
+                else f"{m} x1 (no validation value to score)"
                 for m, r in self.calibration.iterrows()
             ]
             lines.append(f"  {self.level:.0%} intervals scaled: " + ", ".join(parts))
