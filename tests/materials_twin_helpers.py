@@ -29,10 +29,15 @@ def excerpt_cohort() -> twin.Cohort:
 
 
 @functools.cache
-def excerpt_twin(n_members: int = 1) -> PropertyTwinModel:
+def excerpt_twin(n_members: int = 1, n_jobs: int = 1) -> PropertyTwinModel:
     """A concrete twin fitted for a few epochs on the 14 mixes of the excerpt (shapes only)."""
     return concrete_twin(latent_dim=4, default_spec=TINY, n_members=n_members).fit(
-        excerpt_cohort(), seed=0, epochs=30, validation_fraction=0.0, kl_warmup_epochs=5
+        excerpt_cohort(),
+        seed=0,
+        epochs=30,
+        validation_fraction=0.0,
+        kl_warmup_epochs=5,
+        n_jobs=n_jobs,
     )
 
 

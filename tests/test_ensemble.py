@@ -253,3 +253,40 @@ def test_overwrite_replaces_the_whole_ensemble(ensemble, cohorts, tmp_path, monk
     shutil.rmtree(member_folder(folder, 2))
     with pytest.raises(FileNotFoundError, match="member_2"):
         TwinEnsemble.load(folder)
+
+
+def test_members_trained_in_worker_processes_are_the_same(cohorts):
+    """n_jobs=2 trains the members in two worker processes (saved and loaded back):
+    same weights, histories, calibration and imputations as training them in turn."""
+    train, test = cohorts
+    fits = {}
+    for n_jobs in (1, 2):
+        ens = TwinEnsemble(train.schema, latent_dim=2, n_members=3, default_spec=SPEC)
+        fits[n_jobs] = ens.fit(train, seed=3, progress=False, n_jobs=n_jobs, epochs=20)
+    serial, parallel = fits[1], fits[2]
+    for a, b in zip(serial.members, parallel.members, strict=True):
+        sa, sb = a.module.state_dict(), b.module.state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert a.history.train_loss == b.history.train_loss
+    pd.testing.assert_frame_equal(serial.calibration, parallel.calibration)
+    hidden = test.hide("omics")
+    xa = serial.instantiate(hidden).impute(n_draws=50, seed=0)
+    xb = parallel.instantiate(hidden).impute(n_draws=50, seed=0)
+    for var in xa.data_vars:
+        np.testing.assert_array_equal(xa[var].values, xb[var].values)
+
+
+def test_worker_errors_reach_the_caller_and_n_jobs_is_checked(cohorts):
+    from twin.model.member_training import MemberJob, fit_members, resolve_jobs
+
+    train, _ = cohorts
+    assert resolve_jobs(8, 3) == 3 and resolve_jobs(1, 3) == 1
+    assert 1 <= resolve_jobs(-1, 100) <= 100
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="n_jobs"):
+            resolve_jobs(bad, 3)
+    good = MemberJob(train.schema, 2, train, {"default_spec": SPEC}, {"epochs": 2})
+    bad = MemberJob(train.schema, 2, train.select(list(train.individuals[:1])), {}, {"epochs": 2})
+    with pytest.raises(ValueError, match="at least two individuals"):
+        fit_members([good, bad], n_jobs=2, progress=False)

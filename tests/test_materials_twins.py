@@ -252,11 +252,13 @@ def test_property_twin_refuses_bad_requests(excerpt, excerpt_twin):
 
 
 def test_property_twin_ensemble_pools_its_members(excerpt, excerpt_twin):
-    """Members are trainings from distinct seeds (the first one the plain model); every
-    prediction comes from the members' pooled draws; measurements stay as measured."""
+    """Members are trainings from distinct seeds (the first one the plain model, although
+    trained in a worker process here); every prediction comes from the members' pooled
+    draws; measurements stay as measured."""
     from twin.materials_twins.property_twin import member_seed
 
-    ens = excerpt_model(n_members=2)  # the same settings as the one-member excerpt_twin
+    # the same settings as the one-member excerpt_twin, members in two worker processes
+    ens = excerpt_model(n_members=2, n_jobs=2)
     assert len(ens.members) == 2 and ens.model is ens.members[0]
     assert "2 members" in repr(ens)
     plain = excerpt_twin.model.module.state_dict()

@@ -39,6 +39,7 @@ from twin.materials_twins.mean_model import PropertyMean
 from twin.model import ModalitySpec, TwinModel
 from twin.model.data import ObservedData, check_modality
 from twin.model.ensemble import member_seed
+from twin.model.member_training import MemberJob, fit_members
 from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
 
 __all__ = ["AUTO_REFINE_STEPS", "DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
@@ -310,6 +311,7 @@ class PropertyTwinModel:
         seed: int = 0,
         progress: bool = False,
         mean_groups: Sequence[Any] | None = None,
+        n_jobs: int | None = 1,
         **training: Any,
     ) -> PropertyTwinModel:
         """Train the twin on ``cohort`` (from scratch).
@@ -326,6 +328,10 @@ class PropertyTwinModel:
         mean_groups
             With a ``mean_model``: a label per individual (cohort order) that the
             cross-fitting keeps together, e.g. the heat of each steel sample.
+        n_jobs
+            Worker processes training ensemble members at the same time on the CPU
+            (``-1``: one per core); 1 (default) trains them in turn, with the same
+            result (:mod:`twin.model.member_training`).
         training
             :class:`twin.TrainingConfig` fields overriding :data:`DEFAULT_TRAINING`.
 
@@ -376,25 +382,26 @@ class PropertyTwinModel:
         mean, fit_cohort = None, cohort
         if self.mean_model is not None:
             mean, fit_cohort = self._fit_mean(cohort, seed, mean_groups)
-        members = []
-        for k in range(self.n_members):  # members are whole trainings, not a hot path
-            model = TwinModel(
+        options = {
+            "modalities": modalities,
+            "specs": {m: s for m, s in self.specs.items() if m in modalities},
+            "default_spec": self.default_spec,
+            "covariates": self.input_names if self.conditional else None,
+            "device": self.device,
+            "num_threads": self.num_threads,
+        }
+        settings = {**DEFAULT_TRAINING, **training}
+        jobs = [
+            MemberJob(
                 fit_cohort.schema,
                 self.latent_dim,
-                modalities=modalities,
-                specs={m: s for m, s in self.specs.items() if m in modalities},
-                default_spec=self.default_spec,
-                covariates=self.input_names if self.conditional else None,
-                device=self.device,
-                num_threads=self.num_threads,
-            )
-            model.fit(
                 fit_cohort,
-                seed=member_seed(seed, k),
-                progress=progress,
-                **{**DEFAULT_TRAINING, **training},
+                options,
+                {"seed": member_seed(seed, k), **settings},
             )
-            members.append(model)
+            for k in range(self.n_members)
+        ]
+        members = fit_members(jobs, n_jobs, progress)
         self.members = members
         self.mean = mean
         frame = self.input_frame(cohort)

@@ -74,7 +74,7 @@ from twin.model.emission import GaussianEmission
 from twin.model.feature_transform import FeatureTransform, transform_offset
 from twin.model.initial_state import InitialStatePrior
 from twin.model.state_filter import filter_states
-from twin.model.threads import limited_threads, seeded
+from twin.model.threads import limited_threads, resolve_device, seeded
 
 if TYPE_CHECKING:  # the twins layer sits above the model layer
     from twin.dynamic_twins import DynamicTwins
@@ -87,13 +87,6 @@ MAX_INPUT_POSTERIOR = 512
 
 #: Keys of a per-agent exposure description (``agent_exposure``).
 EXPOSURE_KEYS = ("kernel", "half_life", "duration", "delay")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _select_features(

@@ -33,6 +33,7 @@ import torch
 from twin.cohort import Cohort, CohortSchema
 from twin.model.data import ObservedData, align_cohort
 from twin.model.interval_scale import interval_scale_factor, interval_scores
+from twin.model.member_training import MemberJob, fit_members
 from twin.model.predictive import PosteriorPart, mixture_predictive_summary, split_draws
 from twin.model.threads import seeded
 from twin.model.training import TrainingConfig
@@ -149,6 +150,7 @@ class TwinEnsemble:
         config: TrainingConfig | None = None,
         calibrate: bool = True,
         level: float = 0.9,
+        n_jobs: int | None = 1,
         **settings,
     ) -> TwinEnsemble:
         """Train every member on ``cohort``, then calibrate the mixture's intervals.
@@ -170,6 +172,10 @@ class TwinEnsemble:
             needs ``validation_fraction > 0``.
         level
             Central interval level the calibration targets.
+        n_jobs
+            Worker processes training members at the same time on the CPU (``-1``:
+            one per core); the members are the same as with 1, the default, which
+            trains them in turn (:mod:`twin.model.member_training`).
 
         Returns
         -------
@@ -182,13 +188,17 @@ class TwinEnsemble:
         if calibrate and config.validation_fraction <= 0:
             raise ValueError("calibrate=True needs validation_fraction > 0 (held-out individuals)")
         schema = self.schema
-        trained = []
-        for k in range(self.n_members):  # members are whole trainings, not a hot path
-            member = TwinModel(schema, self.latent_dim, **self._member_options())
-            member.fit(
-                cohort, seed=member_seed(seed, k), split_seed=seed, progress=progress, config=config
+        jobs = [
+            MemberJob(
+                schema,
+                self.latent_dim,
+                cohort,
+                self._member_options(),
+                {"seed": member_seed(seed, k), "split_seed": seed, "config": config},
             )
-            trained.append(member)
+            for k in range(self.n_members)
+        ]
+        trained = fit_members(jobs, n_jobs, progress)
         scale = {m: 1.0 for m in self.modalities}
         table = None
         if calibrate:

@@ -1,4 +1,5 @@
-"""Scoped limit on torch's intra-op CPU threads, and seeded blocks.
+"""Where and how a model computes: the device, a scoped limit on torch's intra-op CPU
+threads, and seeded blocks.
 
 The networks of a population model are small: on CPU one thread is usually fastest,
 and several threads spinning on a shared or busy machine can slow training down by an
@@ -13,6 +14,13 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 @contextlib.contextmanager

@@ -18,18 +18,11 @@ from twin.model.data import ObservedData, align_cohort
 from twin.model.module import TwinModule
 from twin.model.refine import refine_posterior
 from twin.model.specs import ModalitySpec
-from twin.model.threads import limited_threads, seeded
+from twin.model.threads import limited_threads, resolve_device, seeded
 from twin.model.training import TrainingConfig, TrainingHistory, train
 
 if TYPE_CHECKING:  # the twins layer sits above the model layer
     from twin.twins import Twins
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class TwinModel:
