@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from twin.model import TwinEnsemble
 
-    cohort, _ = load_dataset(args.dataset, data_root() / "omics")
+    cohort, _ = load_dataset(args.dataset, data_root())
     runs = []
     serial = None
     for n_jobs in [1, *args.jobs]:
