@@ -11,7 +11,8 @@ blocks.  Methods:
     baselines run while the model package is incomplete.
 ``twin_ensemble``
     :class:`twin.model.TwinEnsemble` of ``--members`` models (same options), its
-    intervals calibrated on the members' shared validation split.
+    intervals calibrated on the members' shared validation split; ``--jobs`` worker
+    processes train the members (the same weights as one after the other).
 ``mean``
     Training mean; 90 % interval from the training 5 % / 95 % quantiles.
 ``knn``
@@ -287,9 +288,11 @@ def _accepted(func: Callable, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def twin_fit(train, seed: int, options: dict, members: int | None = None) -> tuple[object, dict]:
-    """Fit a TwinModel (or, with ``members``, a TwinEnsemble of that many) on the
-    training cohort; return it and the options it took."""
+def twin_fit(
+    train, seed: int, options: dict, members: int | None = None, n_jobs: int = 1
+) -> tuple[object, dict]:
+    """Fit a TwinModel (or, with ``members``, a TwinEnsemble of that many, trained by
+    ``n_jobs`` worker processes) on the training cohort; return it and the options it took."""
     from twin.model import TwinEnsemble, TwinModel  # lazy: the package may be incomplete
 
     ctor = _accepted(TwinModel.__init__, options["model"])
@@ -298,7 +301,7 @@ def twin_fit(train, seed: int, options: dict, members: int | None = None) -> tup
     else:
         model = TwinEnsemble(train.schema, n_members=members, **ctor)
     fit = _accepted(model.fit, options["fit"])
-    model.fit(train, seed=seed, **fit)
+    model.fit(train, seed=seed, **fit, **({} if members is None else {"n_jobs": n_jobs}))
     ignored = sorted(set(options["model"]) - set(ctor)) + sorted(set(options["fit"]) - set(fit))
     shown = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in ctor.items()}
     return model, {"model": shown, "fit": fit, "ignored": ignored}
@@ -366,7 +369,9 @@ def run_dataset(name: str, args: argparse.Namespace, root: Path) -> dict:
             members = args.members if m == "twin_ensemble" else None
             t0 = time.perf_counter()
             try:
-                twin_models[m], used = twin_fit(train, args.seed, twin_options(args), members)
+                twin_models[m], used = twin_fit(
+                    train, args.seed, twin_options(args), members, args.jobs
+                )
                 out[f"{m}_options"] = used
             except Exception as exc:  # noqa: BLE001 - record and go on with the baselines
                 status[m] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -509,6 +514,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="2 folds, fewer epochs / iterations")
     p.add_argument("--latent-dim", type=int, default=16, help="TwinModel latent_dim")
     p.add_argument("--members", type=int, default=5, help="models in twin_ensemble")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="worker processes training twin_ensemble's members"
+    )
     p.add_argument(
         "--refine-steps",
         type=int,

@@ -40,6 +40,7 @@ from twin.model import ModalitySpec, TwinModel
 from twin.model.data import ObservedData, check_modality
 from twin.model.ensemble import member_seed
 from twin.model.member_training import MemberJob, fit_members
+from twin.model.predictive import split_draws
 from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
 
 __all__ = ["AUTO_REFINE_STEPS", "DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
@@ -821,16 +822,11 @@ class PropertyTwinModel:
     ) -> np.ndarray:
         """``(n_draws, individual, property)`` draws, split as evenly as possible between the
         members' twins (observed values kept), plus the mean model's ``offset``."""
-        if n_draws < len(built):
-            raise ValueError(f"n_draws ({n_draws}) must be at least n_members ({len(built)})")
-        bounds = np.linspace(0, n_draws, len(built) + 1).round().astype(int)
         parts = []
-        for k, twins in enumerate(built):
-            draws = twins.sample(
-                n_draws=int(bounds[k + 1] - bounds[k]),
-                seed=member_seed(seed, k),
-                keep_observed=True,
-            )
+        for k, (twins, count) in enumerate(
+            zip(built, split_draws(n_draws, len(built)), strict=True)
+        ):
+            draws = twins.sample(n_draws=count, seed=member_seed(seed, k), keep_observed=True)
             parts.append(np.concatenate([draws[m].values for m in self.outputs], axis=-1))
         pooled = np.concatenate(parts, axis=0)
         return pooled if offset is None else pooled + offset
