@@ -35,8 +35,10 @@ def test_info_command_describes_a_saved_cohort(tmp_path) -> None:
     result = CliRunner().invoke(app, ["info", str(path)])
     assert result.exit_code == 0, result.output
     assert "5 individuals" in result.output and "mrna" in result.output
-    missing = CliRunner().invoke(app, ["info", str(tmp_path / "none.nc")])
+    # brackets in messages (units such as [mL/min]) are printed, not taken for markup
+    missing = CliRunner().invoke(app, ["info", str(tmp_path / "none[mL/min].nc")])
     assert missing.exit_code == 2 and "no cohort file" in missing.output
+    assert "none[mL/min].nc" in missing.output
 
 
 def test_demo_longitudinal_step_forecasts_updates_and_simulates(tmp_path) -> None:

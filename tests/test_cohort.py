@@ -142,6 +142,11 @@ def test_load_errors_are_clear(tmp_path) -> None:
     bad.write_text("not netcdf")
     with pytest.raises(ValueError, match="bad.nc"):
         Cohort.load(bad)
+    # a NetCDF file that is not a cohort (a simulation result) is named as such
+    result = xr.Dataset({"value": (("scenario", "time"), np.zeros((2, 3)))})
+    result.to_netcdf(tmp_path / "result.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match=r"not a twin cohort.*'twin simulate' result"):
+        Cohort.load(tmp_path / "result.nc")
 
 
 def test_select_individuals_modalities_features(cohort: Cohort) -> None:

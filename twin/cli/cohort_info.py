@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from twin.cli.messages import print_error
 
 
 def info(path: Path = typer.Argument(..., help="A cohort file written by 'twin ingest'.")) -> None:
@@ -15,6 +16,6 @@ def info(path: Path = typer.Argument(..., help="A cohort file written by 'twin i
     try:
         cohort = Cohort.load(path)
     except (FileNotFoundError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     print(cohort)

@@ -25,6 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twin.cli.messages import plain
+
 MARKER = ".twin-demo"
 
 
@@ -34,7 +36,7 @@ def prepare_output(out: Path, console: Console) -> Path:
         if not out.is_dir():
             raise typer.BadParameter(f"{out} exists and is not a folder")
         if (out / MARKER).exists():
-            console.print(f"[yellow]replacing the earlier demo output in {out}[/yellow]")
+            console.print(plain(f"replacing the earlier demo output in {out}"), style="yellow")
             shutil.rmtree(out)
         elif any(out.iterdir()):
             raise typer.BadParameter(
@@ -53,10 +55,10 @@ def fhir_step(out: Path, console: Console) -> dict:
     t0 = time.perf_counter()
     cohort, report = ingest_fhir(synthea_demo_path())
     seconds = time.perf_counter() - t0
-    console.print(str(report))
+    console.print(plain(report))
     console.print(cohort)
     path = cohort.save(out / "synthea_cohort.nc")
-    console.print(f"saved {path} ({seconds:.1f} s to ingest)")
+    console.print(plain(f"saved {path} ({seconds:.1f} s to ingest)"))
     return {"individuals": len(cohort), "seconds": round(seconds, 2), "file": path.name}
 
 
@@ -151,7 +153,7 @@ def demo(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.rule("[bold green]done")
-    console.print(f"outputs in {out.resolve()}")
+    console.print(plain(f"outputs in {out.resolve()}"))
 
 
 def longitudinal_step(out: Path, console: Console, epochs: int | None, seed: int) -> dict:

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from twin.cli.messages import print_error
+
 
 def ingest(
     path: Path = typer.Argument(..., help="FHIR bundle file, NDJSON file, or a folder of them."),
@@ -30,7 +32,7 @@ def ingest(
 
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
-        err.print(f"[red]error:[/red] {output} exists; pass --overwrite to replace it")
+        print_error(f"{output} exists; pass --overwrite to replace it", err)
         raise typer.Exit(2)
     try:
         selection = FeatureSelection(min_share=min_share)
@@ -42,7 +44,7 @@ def ingest(
             progress=not quiet,
         )
     except (FileNotFoundError, FHIRIngestError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc, err)
         raise typer.Exit(1) from exc
     cohort.save(output, overwrite=overwrite)
     print(report.summary())

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from twin.cli.messages import print_error
+
 
 def simulate(
     model: Path = typer.Argument(..., help="Folder of a saved DynamicTwinModel."),
@@ -38,7 +40,7 @@ def simulate(
 
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
-        err.print(f"[red]error:[/red] {output} exists; pass --overwrite to replace it")
+        print_error(f"{output} exists; pass --overwrite to replace it", err)
         raise typer.Exit(2)
     try:
         cohort = Cohort.load(input)
@@ -49,7 +51,7 @@ def simulate(
             twins, scenarios, n_draws=n_draws, seed=seed, origin=origin, progress=not quiet
         )
     except (FileNotFoundError, ValueError, KeyError, ScenarioError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc, err)
         raise typer.Exit(1) from exc
     summary = summarise_simulation(result)
     for name in summary.data_vars:

@@ -506,7 +506,19 @@ class Cohort:
                 data = ds.load()
         except OSError as exc:
             raise ValueError(f"{path}: not a readable NetCDF cohort file ({exc})") from exc
-        version = int(data.attrs.get("twin_format_version", -1))
+        if "twin_format_version" not in data.attrs:
+            dims = ", ".join(f"{k}={v}" for k, v in data.sizes.items())
+            raise ValueError(
+                f"{path}: a NetCDF file but not a twin cohort (no 'twin_format_version' "
+                f"attribute; dimensions {dims or 'none'}); cohorts are written by "
+                "'twin ingest' or Cohort.save"
+                + (
+                    ", and this looks like a 'twin simulate' result"
+                    if "scenario" in data.dims
+                    else ""
+                )
+            )
+        version = int(data.attrs["twin_format_version"])
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"{path}: cohort format version {version}, this twin reads {FORMAT_VERSION}"
