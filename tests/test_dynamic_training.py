@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from dynamic_sim import simulate_cohort
@@ -217,3 +219,49 @@ def test_covariates_and_a_static_posterior_enter_the_initial_state(data, tmp_pat
     np.testing.assert_allclose(again.initial_prior(with_cov)[0], m0)
     with pytest.raises(ValueError, match="covariate 'age'"):
         model.instantiate(small)
+
+
+def test_input_hessian_rows_batched_and_row_by_row_agree(monkeypatch):
+    """The effect posterior's Hessian: one batched backward pass, or row by row where
+    batching fails; both equal autograd's Hessian."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    B = torch.randn(2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def loglik(b):
+        return -(torch.tanh(b @ x) ** 2).sum()
+
+    expected = torch.autograd.functional.hessian(loglik, B.detach()).reshape(6, 6)
+    (g,) = torch.autograd.grad(loglik(B), B, create_graph=True)
+    torch.testing.assert_close(DynamicTwinModel._jacobian_rows(g.reshape(-1), B), expected)
+
+    grad, batched = torch.autograd.grad, []
+
+    def no_batching(*args, is_grads_batched=False, **kwargs):  # an op without a batch rule
+        batched.append(is_grads_batched)
+        if is_grads_batched:
+            raise RuntimeError("Batching rule not implemented")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batching)
+    torch.testing.assert_close(DynamicTwinModel._jacobian_rows(g.reshape(-1), B), expected)
+    assert batched[0] and not any(batched[1:]) and len(batched) == 7
+
+
+def test_many_default_agents_get_a_hint_and_a_short_repr():
+    rows, ivs = [], []
+    for i in range(40):
+        for t in (0.0, 30.0, 60.0):
+            rows.append({"individual": f"p{i}", "time": t, "feature": "y", "value": i + t / 30})
+        ivs.append({"individual": f"p{i}", "agent": f"agent{i:02d}", "start_t": 10.0, "dose": 1.0})
+    cohort = twin.Cohort.from_tables(
+        longitudinal={"labs": pd.DataFrame(rows)}, interventions=pd.DataFrame(ivs)
+    )
+    model = DynamicTwinModel(cohort.schema, latent_dim=1)
+    with pytest.warns(UserWarning, match="40 intervention agents .* pass agents="):
+        model.fit(cohort, epochs=2, progress=False, seed=0)
+    assert "agent00, agent01" in repr(model) and "... (40)" in repr(model)
+    quiet = DynamicTwinModel(cohort.schema, latent_dim=1, agents=["agent00"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # chosen agents: no hint
+        quiet.fit(cohort, epochs=2, progress=False, seed=0)

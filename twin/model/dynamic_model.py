@@ -84,6 +84,8 @@ __all__ = ["DynamicTwinModel"]
 #: Largest input matrix (latent_dim x agents entries) whose exact posterior is computed
 #: after training (one backward pass per entry).
 MAX_INPUT_POSTERIOR = 512
+#: More agents than this taken from the cohort by default gets a hint to choose them.
+MANY_AGENTS = 32
 
 #: Keys of a per-agent exposure description (``agent_exposure``).
 EXPOSURE_KEYS = ("kernel", "half_life", "duration", "delay")
@@ -602,6 +604,13 @@ class DynamicTwinModel:
         if self.agents is None:
             agents = sorted(set(cohort.interventions["agent"].astype(str)))
             self.agents = [a for a in agents if a]
+            if len(self.agents) > MANY_AGENTS:
+                warnings.warn(
+                    f"{len(self.agents)} intervention agents taken from the training cohort "
+                    f"(every distinct agent), each with latent_dim ({self.latent_dim}) effects "
+                    "to learn; pass agents=[...] to model only those of interest",
+                    stacklevel=3,
+                )
         self.priors = parse_effect_priors(self.prior_spec, self.agents, self.feature_names)
         _, values, mask = extract_observations(cohort, self.features)
         if not mask.any():
@@ -782,18 +791,28 @@ class DynamicTwinModel:
                 if i == 0:
                     ll = ll + log_prior()
                 (g,) = torch.autograd.grad(ll, B, create_graph=True)
-                g = g.reshape(-1)
-                rows = [
-                    torch.autograd.grad(g[j], B, retain_graph=j < k - 1)[0].reshape(-1)
-                    for j in range(k)
-                ]
-                hess = hess + torch.stack(rows).detach()
+                hess = hess + self._jacobian_rows(g.reshape(-1), B).detach()
         prec = -0.5 * (hess + hess.mT)
         sd_b = self._input_prior_sd()
         floor = 1.0 / (float(sd_b.max()) if sd_b is not None else 1e3) ** 2
         evals, evecs = torch.linalg.eigh(prec)
         evals = evals.clamp_min(floor)
         return (evecs / evals) @ evecs.mT
+
+    @staticmethod
+    def _jacobian_rows(g: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """``d g / d vec(B)`` ``(k, k)`` for a gradient ``g`` built with ``create_graph``:
+        all rows in one vectorised backward pass (``is_grads_batched``), row by row
+        where an operation of the graph has no batching rule."""
+        k = g.numel()
+        eye = torch.eye(k, dtype=g.dtype, device=g.device)
+        try:
+            (rows,) = torch.autograd.grad(g, B, eye, retain_graph=True, is_grads_batched=True)
+            return rows.reshape(k, k)
+        except RuntimeError:
+            return torch.stack(
+                [torch.autograd.grad(g[j], B, retain_graph=True)[0].reshape(-1) for j in range(k)]
+            )
 
     def _tensors(self, cohort: Cohort, seq: Sequences) -> dict[str, torch.Tensor | None]:
         kw = {"dtype": self.dtype, "device": self.device}
@@ -1018,7 +1037,7 @@ class DynamicTwinModel:
         lines = [
             f"<twin.DynamicTwinModel: {self.dynamics_kind} latent SDE, latent_dim {self.latent_dim}, {state}>"
         ]
-        feats = ", ".join(
+        feats = [
             f"{n}"
             + (
                 ""
@@ -1026,8 +1045,8 @@ class DynamicTwinModel:
                 else f" ({self.transform_spec[n]})"
             )
             for n in self.feature_names
-        )
-        lines.append(f"  features: {feats}")
+        ]
+        lines.append(f"  features: {_first(feats, 12)}")
         if self.forecast_scale is not None:
             factors = ", ".join(
                 f"{n} x{c:.2f}"
@@ -1038,8 +1057,7 @@ class DynamicTwinModel:
         if agents is None:
             lines.append("  agents: from the training cohort")
         else:
-            shown = ", ".join(agents[:6]) + (f", ... ({len(agents)})" if len(agents) > 6 else "")
-            lines.append(f"  agents: {shown or 'none'}")
+            lines.append(f"  agents: {_first(agents, 6) or 'none'}")
         if self.priors:
             lines.append(f"  effect priors: {len(self.priors)}")
         if self.covariates:
@@ -1062,3 +1080,9 @@ class DynamicTwinModel:
                 f"NLL/obs train {h.train_loss[h.best_epoch]:.4f}{val}"
             )
         return "\n".join(lines)
+
+
+def _first(names: Sequence[str], n: int) -> str:
+    """The first ``n`` of ``names``, comma-separated, with the total when some are cut."""
+    shown = ", ".join(names[:n])
+    return shown + (f", ... ({len(names)})" if len(names) > n else "")
