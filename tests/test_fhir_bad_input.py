@@ -237,3 +237,25 @@ def test_nothing_readable_raises_a_clear_error(tmp_path):
         ingest(empty)
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         ingest(tmp_path / "missing")
+
+
+def test_a_rejected_patient_is_named_as_the_reason_its_records_are_skipped(tmp_path):
+    """A Patient failing validation drops its records; the report says where it is and
+    shows the bad value, instead of claiming the Patient is absent."""
+    doc = json.loads(gzip.decompress(GOOD_BUNDLE.read_bytes()))
+    entry = next(
+        i for i, e in enumerate(doc["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    doc["entry"][entry]["resource"]["birthDate"] = "19xx-01-01"
+    (tmp_path / "liz.json").write_text(json.dumps(doc))
+    shutil.copy(OTHER_BUNDLE, tmp_path)
+    cohort, report = ingest(tmp_path, features=EVERYTHING)
+    bad = only(report, "invalid-resource")
+    assert (bad.resource_type, bad.entry) == ("Patient", entry)
+    assert "birthDate" in bad.reason and "'19xx-01-01'" in bad.reason
+    orphans = [s for s in report.skipped if s.category == "unknown-subject"]
+    assert orphans and all(
+        "rejected by validation (" in s.reason and f"liz.json, entry {entry}:" in s.reason
+        for s in orphans
+    )
+    assert list(cohort.individuals) == [patient_id(OTHER_BUNDLE)]

@@ -44,9 +44,15 @@ class _Context:
         self.ids: list[str] = []
         self.entries: list[int] = []
         self.urls: list[str] = []
+        #: reference keys of Patients rejected by validation -> where they are
+        self.rejected_patients: dict[str, str] = {}
         rows: dict[str, list[tuple]] = {t: [] for t in COLUMNS}
         offsets: dict[str, list[int]] = {t: [] for t in COLUMNS}
         for r in results:
+            for rid, url, entry in r.rejected_patients:
+                keys = [url] + ([f"Patient/{rid}", f"urn:uuid:{rid}"] if rid else [])
+                for key in filter(None, keys):
+                    self.rejected_patients.setdefault(key, f"{r.file}, entry {entry}")
             offset = len(self.rtypes)
             for rtype, rid, entry, url in r.resources:
                 self.files.append(r.file)
@@ -152,11 +158,15 @@ def resolve_subjects(ctx: _Context, alias: dict[str, str]) -> None:
         for res, subject in zip(bad["res"], bad["subject"], strict=True):
             unknown.setdefault(int(res), subject)
     for res, subject in unknown.items():
-        reason = (
-            f"subject {subject!r} is not a Patient in the input"
-            if subject
-            else "no subject/patient reference"
-        )
+        if not subject:
+            reason = "no subject/patient reference"
+        elif subject in ctx.rejected_patients:
+            reason = (
+                f"subject {subject!r} is a Patient rejected by validation "
+                f"({ctx.rejected_patients[subject]}: see its invalid-resource record)"
+            )
+        else:
+            reason = f"subject {subject!r} is not a Patient in the input"
         ctx.skip(res, "unknown-subject", reason)
     ctx.drop_resources(np.fromiter(unknown, dtype=int, count=len(unknown)))
 

@@ -75,6 +75,9 @@ def process_task(task: Task, validation: str = "cached") -> TaskResult:
         problem = validator.validate(item)
         if problem:
             skipped.append((task.file, index, rtype, rid, "invalid-resource", problem))
+            if rtype == "Patient":
+                key = ref_key(full_url) if full_url else ""
+                out.rejected_patients.append((rid, key, index))
             continue
         res = len(out.resources)
         out.resources.append((rtype, rid, index, ref_key(full_url) if full_url else ""))

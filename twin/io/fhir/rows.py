@@ -95,5 +95,7 @@ class TaskResult:
     rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in COLUMNS})
     #: (file, entry, resourceType, id, category, reason)
     skipped: list[tuple[str, int, str, str, str, str]] = field(default_factory=list)
+    #: Patients rejected by validation: (id, fullUrl key, entry index)
+    rejected_patients: list[tuple[str, str, int]] = field(default_factory=list)
     #: entries used under an assumption, by category (see ``report.NOTE_CATEGORIES``)
     notes: Counter = field(default_factory=Counter)

@@ -99,6 +99,10 @@ def describe_error(resource_type: str, exc: ValidationError, limit: int = 3) -> 
     for err in errors[:limit]:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
         msg = " ".join(str(err.get("msg", "")).split())
+        value = err.get("input")
+        if isinstance(value, (str, int, float, bool)):  # the offending value, shortened
+            shown = repr(value)
+            msg += f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         parts.append(f"{resource_type}.{loc}: {msg}" if loc else f"{resource_type}: {msg}")
     more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more
@@ -127,7 +131,7 @@ class R4BValidator:
         if self.mode == "none":
             return None
         try:
-            if self.mode == "full" or not _valid_by_shape(klass, resource):
+            if self.mode == "full" or not _shape_check(klass, resource):
                 klass.model_validate(resource)
         except ValidationError as exc:
             return "not valid FHIR R4B: " + describe_error(rtype, exc)
@@ -230,6 +234,15 @@ def _remember(check: _FieldCheck, value: object) -> None:
                 c.seen.clear()
         _memo_size = 0
     check.seen.add(value)
+
+
+def _shape_check(klass: type, resource: dict) -> bool:
+    """:func:`_valid_by_shape`, False where it raises: a nested element's model names
+    the problem relative to that element, so the full model is run for the whole path."""
+    try:
+        return _valid_by_shape(klass, resource)
+    except (ValidationError, ValueError, TypeError):
+        return False
 
 
 def _valid_by_shape(klass: type, data: object) -> bool:
