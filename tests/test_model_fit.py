@@ -125,6 +125,14 @@ def test_feature_never_observed_in_training_is_refused(cohort):
         TwinModel(cohort.schema, latent_dim=2).fit(hidden, **FAST)
 
 
+def test_cohort_without_the_models_modalities_is_refused_by_name(cohort):
+    model = TwinModel(cohort.schema, latent_dim=2)
+    with pytest.raises(
+        ValueError, match=r"no modality \['a'\] of this model \(it has \['b', 'c'\]"
+    ):
+        model.fit(cohort.select(modalities=["b", "c"]), **FAST)
+
+
 def test_joint_subset_objective_trains(cohort):
     m = TwinModel(cohort.schema, latent_dim=2, default_spec=SPEC)
     m.fit(cohort, seed=0, subset_objective="joint", **FAST)

@@ -184,6 +184,14 @@ class TwinModel:
         """
         started = time.perf_counter()
         config = (config or TrainingConfig()).with_settings(**settings)
+        have = [m.name for m in cohort.schema]
+        absent = [m for m in self.modalities if m not in have]
+        if absent:
+            raise ValueError(
+                f"the training cohort has no modality {absent} of this model (it has {have}); "
+                "train on a cohort with every modality of the model (any individual may miss "
+                "any of them), or build the model with modalities=[...]"
+            )
         self.covariate_encoder = CovariateEncoder.fit(
             cohort.covariates, self.covariate_encoder.names
         )
