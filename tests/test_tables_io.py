@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,6 +89,17 @@ def test_csv_bad_rows_reported_with_file_line_column_and_rest_kept(tmp_path):
     assert sorted(long[long["individual"] == "b1"]["t"]) == [7.0, 90.0]
     cement = dict(zip(cohort.individuals, cohort.values("mix")[:, 0], strict=True))
     assert cement == {"b1": 300.0, "b2": 250.0}
+
+
+def test_the_import_warning_shows_the_first_problems(caplog):
+    t = _batches().astype(object)
+    t.loc[:4, "strength"] = ["a", "b", "c", "d", "e"]
+    with caplog.at_level(logging.WARNING):
+        _read(t)
+    text = caplog.text
+    assert "skipped 5 of 6 rows (non_numeric 5)" in text
+    assert "row 0, column 'strength'" in text and "row 2, column 'strength'" in text
+    assert "row 3," not in text and "... and 2 more" in text
 
 
 def test_all_bad_cells_of_a_row_are_reported_but_the_row_counts_once():

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Cohort attribute holding the JSON import report.
 REPORT_ATTR = "twin_table_report"
+#: Skipped rows whose messages the import's warning prints (all are in the report).
+SHOWN_ISSUES = 3
 
 #: Accepted ``time_unit`` values (UCUM codes and plain names) and their length in days.
 TIME_UNITS: dict[str, float] = {
@@ -824,13 +826,17 @@ class _Rows:
             },
         }
         if report["n_rows_skipped"]:
+            shown = [issue["message"] for issue in self.issues[:SHOWN_ISSUES]]
+            more = sum(report["counts"].values()) - len(shown)
             log.warning(
-                "%s: skipped %d of %d rows (%s); see the %r attribute",
+                "%s: skipped %d of %d rows (%s); see the %r attribute%s",
                 self.name,
                 report["n_rows_skipped"],
                 report["n_rows"],
                 ", ".join(f"{k} {v}" for k, v in report["counts"].items()),
                 REPORT_ATTR,
+                "".join(f"\n  {m}" for m in shown)
+                + (f"\n  ... and {more} more" if more > 0 else ""),
             )
         return Cohort.from_tables(
             tables,
