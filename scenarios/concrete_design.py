@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     base = mixes.loc[args.base, model.base_inputs]
     print(f"\nbase mix {args.base}:\n{base.round(1).to_string()}")
 
-    ds = sweep(model, base, HERE / "concrete_wc_sweep.yaml", ages="scenario", seed=args.seed)
+    with warnings.catch_warnings():  # flagged in the table below instead
+        warnings.simplefilter("ignore", UserWarning)
+        ds = sweep(model, base, HERE / "concrete_wc_sweep.yaml", ages="scenario", seed=args.seed)
+    outside = ds["outside_range"].to_pandas()
     table = pd.DataFrame(
         {
             "w/c": ds["settings"].sel(setting="water_cement_ratio").values,
@@ -73,13 +77,28 @@ def main(argv: list[str] | None = None) -> None:
             "fc28 mean": ds["mean"].sel(property="fc_28d").values,
             "fc28 q05": ds["q05"].sel(property="fc_28d").values,
             "fc28 q95": ds["q95"].sel(property="fc_28d").values,
+            "distance": ds["distance"].values,
+            "outside the data": [
+                ", ".join(outside.columns[row]) or ("-" if not far else "combination")
+                for row, far in zip(outside.to_numpy(), ds["outside_data"].values, strict=True)
+            ],
         },
         index=ds["scenario"].values,
     )
-    print("\nsweep (MPa, 90 % interval):\n" + table.round(2).to_string())
+    print(
+        "\nsweep (MPa, 90 % interval; 'outside the data': inputs beyond the training range, "
+        "or a combination far from every training mix -- extrapolations):\n"
+        + table.round(2).to_string()
+    )
     curve = ds["curve_mean"].to_pandas().round(1)
-    curve.columns = [f"{a:g} d" for a in curve.columns]
-    print("\nmean strength over age (MPa):\n" + curve.to_string())
+    curve.columns = [
+        f"{a:g} d" + ("*" if x else "")
+        for a, x in zip(curve.columns, ds["extrapolated"].values, strict=True)
+    ]
+    print(
+        "\nmean strength over age (MPa; * ages outside the tested ones, extrapolated):\n"
+        + curve.to_string()
+    )
 
     res = inverse_design(
         model,

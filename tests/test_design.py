@@ -83,6 +83,27 @@ def test_sweep_grid_several_bases_and_errors():
         sweep(model, bases.iloc[0], pd.DataFrame({"water": [150.0], "water_cement_ratio": [0.4]}))
 
 
+def test_sweep_flags_settings_away_from_the_data():
+    model = excerpt_twin()
+    base = model.input_frame(excerpt_cohort()).iloc[0][model.base_inputs]
+    train = model.training_inputs
+    inside = float(train["cement"].median())
+    beyond = float(train["cement"].max()) * 3
+    with pytest.warns(UserWarning, match=rf"scenario\(s\) \['cement={beyond:g}'\].*extrapolations"):
+        ds = sweep(model, base, {"cement": [inside, beyond]}, n_draws=20)
+    assert ds["outside_range"].dims == ("scenario", "input")
+    flags = ds["outside_range"].to_pandas()
+    assert not flags.iloc[0]["cement"] and flags.iloc[1]["cement"]
+    assert flags.iloc[1]["binder"]  # derived inputs follow (cement is part of the binder)
+    assert (
+        not flags.drop(columns=["cement", "binder", "water_cement_ratio", "water_binder_ratio"])
+        .any()
+        .any()
+    )
+    distance = ds["distance"].values
+    assert distance[1] > distance[0] and ds["outside_data"].values.tolist() == [False, True]
+
+
 # ---------------------------------------------------------------------- inverse design
 def _monotone(n: int, seed: int) -> twin.Cohort:
     """Settings a, b ~ U(0, 1), derived total = a + b and ratio = b / (a + 0.5);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_concrete_design_script_sweeps_and_designs(monkeypatch, tmp_path, capsys
     script.main(["--epochs", "15", "--members", "2", "--target", "35"])
     out = capsys.readouterr().out
     assert "2 members, fitted" in out
-    assert "sweep (MPa, 90 % interval)" in out
+    assert "sweep (MPa, 90 % interval; 'outside the data'" in out
+    # w/c 0.35 on the base mix needs less water than any mix in the data
+    assert re.search(r"\nwc0\.35_fa0 .* water(, |\n)", out)
     assert "inverse design: least cement for P(fc28 >= 35) >= 0.9" in out
     assert "nearest real mixes" in out
 

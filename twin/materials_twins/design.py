@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,14 @@ def sweep(
         input)`` the inputs used (settings applied, derived inputs recomputed);
         ``settings`` ``(scenario, setting)`` (NaN: not set); with ``ages``,
         ``curve_mean``, ``curve_sd``, ``curve_qNN`` on ``(scenario[, base], age)``.
+        How far each setting lies from the data the twin learned from:
+        ``outside_range`` ``(scenario[, base], input)``, True where an input is
+        outside the training batches' range; ``distance`` ``(scenario[, base])``, the
+        standardised distance to the nearest training batch over the base inputs, and
+        ``outside_data``, True where it exceeds the 95 % quantile of the training
+        batches' own nearest-neighbour distances (the ``max_distance="auto"`` limit of
+        :func:`inverse_design`).  Predictions there are extrapolations: a warning
+        names those scenarios.
 
     Raises
     ------
@@ -186,6 +195,22 @@ def sweep(
         out[v] = ((*lead, "property"), shaped(pred[v].values))
     out["inputs"] = ((*lead, "input"), shaped(pred["inputs"].values))
     out["settings"] = (("scenario", "setting"), table.to_numpy(dtype=float))
+    support = _Support(model, "auto")
+    distance = support.distance(x)
+    outside_data = distance > support.limit
+    outside_range = _outside_range(model, pred["inputs"].to_pandas())
+    out["distance"] = (lead, shaped(distance))
+    out["outside_data"] = (lead, shaped(outside_data))
+    out["outside_range"] = ((*lead, "input"), shaped(outside_range))
+    if outside_data.any():
+        names = list(dict.fromkeys(i.split("|")[0] for i in x.index[outside_data]))
+        warnings.warn(
+            f"scenario(s) {names[:5]}{' ...' if len(names) > 5 else ''} set inputs away from "
+            "every training batch (standardised distance above "
+            f"{support.limit:.2f}): their predictions are extrapolations; see 'distance', "
+            "'outside_data' and 'outside_range'",
+            stacklevel=2,
+        )
     coords: dict[str, Any] = {
         "scenario": ("scenario", np.array(table.index, dtype=object)),
         "property": pred["property"].values,
@@ -568,6 +593,16 @@ def inverse_design(
         max_distance=support.limit,
         message=msg,
     )
+
+
+def _outside_range(model: PropertyTwinModel, inputs: pd.DataFrame) -> np.ndarray:
+    """``(n, n_inputs)``: True where an input lies outside the training batches' range."""
+    train = model.training_inputs.reindex(columns=inputs.columns).to_numpy(dtype=float)
+    values = inputs.to_numpy(dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an input never measured: all NaN
+        lo, hi = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
+    return (values < lo) | (values > hi)
 
 
 class _Support:
