@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from typer.testing import CliRunner
 
 from twin.cli import app
@@ -62,3 +63,28 @@ def test_demo_longitudinal_step_forecasts_updates_and_simulates(tmp_path) -> Non
     assert res.sizes["draw"] == 200 and res.sizes["individual"] == 85
     assert (tmp_path / "lesion_scenarios.png").stat().st_size > 10_000
     assert "forecast as readings arrive" in console.file.getvalue()
+    # the saved model, baseline cohort and scenario YAML reproduce it from the command line
+    out = tmp_path / "lesion_cli.nc"
+    cli = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            str(tmp_path / "lesion_model"),
+            str(tmp_path / "lesion_baseline.nc"),
+            str(tmp_path / "lesion_arms.yaml"),
+            "-o",
+            str(out),
+            "--origin",
+            "reference",
+            "--seed",
+            "0",
+            "-q",
+        ],
+    )
+    assert cli.exit_code == 0, cli.output
+    assert (
+        "twin simulate" in console.file.getvalue() and "lesion_arms.yaml" in console.file.getvalue()
+    )
+    again = xr.open_dataset(out, engine="h5netcdf")
+    assert list(again["scenario"].values) == list(res["scenario"].values)
+    np.testing.assert_allclose(again["value"].values, res["value"].values, rtol=1e-5)

@@ -52,3 +52,10 @@ def lesion_demo_path() -> Path:
     Read it with :func:`twin.read_lesion_trials`.
     """
     return demo_dir() / "oncology" / "lesion_study4.csv"
+
+
+def lesion_demo_scenarios_path() -> Path:
+    """Scenario YAML of the two arms of :func:`lesion_demo_path`'s trial (Study 4), for
+    twins of a model with agents ``Study_4_Arm_1`` and ``Study_4_Arm_2`` (as ``twin demo``
+    trains); days since treatment start (``origin="reference"``)."""
+    return demo_dir() / "oncology" / "lesion_study4_arms.yaml"

@@ -159,8 +159,9 @@ def demo(
 def longitudinal_step(out: Path, console: Console, epochs: int | None, seed: int) -> dict:
     import twin
     from twin.cohort.window import first_observations, observations_before
-    from twin.datasets import lesion_demo_path
+    from twin.datasets import lesion_demo_path, lesion_demo_scenarios_path
     from twin.model.dynamic_model import DynamicTwinModel
+    from twin.scenario import load_scenarios
     from twin.simulation import contrast
 
     console.rule("[bold]3. Latent dynamics on a trial → forecast, update, simulate arms")
@@ -222,16 +223,14 @@ def longitudinal_step(out: Path, console: Console, epochs: int | None, seed: int
         )
     console.print(table)
 
-    scenarios = [
-        twin.Scenario(
-            name=arm,
-            interventions=[twin.Intervention(agent=arm, kernel="bolus", half_life=60.0)],
-            horizon=168.0,
-            output_times=[0.0, 56.0, 112.0, 168.0],
-        )
-        for arm in arms
-    ]
-    baseline = model.instantiate(observations_before(test, 1e-6))  # pre-treatment readings
+    # both arms from day 0 (the shipped YAML), from each patient's pre-treatment readings;
+    # the model, the baseline cohort and the YAML are saved for 'twin simulate'
+    yaml_path = shutil.copyfile(lesion_demo_scenarios_path(), out / "lesion_arms.yaml")
+    scenarios = load_scenarios(yaml_path)
+    before = observations_before(test, 1e-6)
+    model.save(out / "lesion_model")
+    before.save(out / "lesion_baseline.nc")
+    baseline = model.instantiate(before)
     result = baseline.simulate(scenarios, n_draws=200, seed=seed, origin="reference")
     result.to_netcdf(out / "lesion_scenarios.nc", engine="h5netcdf")
     diff = contrast(result, arms[1], arms[0], average=True).sel(feature="diameter")
@@ -248,6 +247,13 @@ def longitudinal_step(out: Path, console: Console, epochs: int | None, seed: int
     console.print(table)
     _plot_scenarios(baseline, scenarios, readings, out / "lesion_scenarios.png", seed)
     console.print(f"fit {fit_s:.1f} s; wrote lesion_scenarios.nc, lesion_scenarios.png")
+    console.print(
+        plain(
+            "the same simulation from the command line: twin simulate "
+            f"{out / 'lesion_model'} {out / 'lesion_baseline.nc'} {yaml_path} "
+            f"-o {out / 'lesion_cli.nc'} --origin reference --seed {seed}"
+        )
+    )
     return {
         "fit_seconds": round(fit_s, 2),
         "forecast_stages": [{k: round(v, 3) for k, v in s.items()} for s in stages],
