@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,23 @@ def test_exponent_floats_are_numbers():
 
     (sc,) = loads_scenarios("name: a\nhorizon: 1e2\ninterventions: [{agent: x, dose: 5e-1}]\n")
     assert sc.horizon == 100.0 and sc.interventions[0].dose == 0.5
+
+
+def test_intervention_starting_after_the_horizon_is_warned_about(tmp_path):
+    path = tmp_path / "late.yaml"
+    path.write_text(
+        "scenarios:\n"
+        "  - name: late\n"
+        "    horizon: 120\n"
+        "    interventions:\n"
+        "      - {agent: cisplatin, start: 200}\n"
+        "      - {agent: radiotherapy, start: 10}\n"
+    )
+    with pytest.warns(
+        UserWarning, match=r"late.yaml: scenario 'late': \['cisplatin'\] start after"
+    ):
+        (sc,) = load_scenarios(path)
+    assert [iv.agent for iv in sc.interventions] == ["cisplatin", "radiotherapy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scenario("in time", horizon=120, interventions=[Intervention("cisplatin", start=100)])

@@ -334,6 +334,14 @@ def test_missing_file_and_missing_column_name_the_file(tmp_path):
     _batches().drop(columns="cement").to_csv(path, index=False)
     with pytest.raises(ValueError, match="t.csv: missing column"):
         _read(str(path))
+    semicolons = tmp_path / "semicolons.csv"
+    _batches().to_csv(semicolons, index=False, sep=";")
+    with pytest.raises(
+        ValueError,
+        match=r"semicolons.csv: missing .* ';'-separated\? pass csv_options=\{'sep': ';'\}",
+    ):
+        _read(str(semicolons))
+    assert _read(str(semicolons), csv_options={"sep": ";"})[1]["n_rows_kept"] == len(_batches())
 
 
 def test_blank_lines_keep_line_numbers(tmp_path):

@@ -37,6 +37,7 @@ import copy
 import itertools
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -454,6 +455,14 @@ class Scenario:
                     raise ctx.error(prefix[:-1], f"must be a mapping, got {_type_name(iv)}", line)
                 ivs.append(Intervention.from_dict(iv, _ctx=ctx, _prefix=prefix))
         self.interventions = ivs
+        late = [iv.agent for iv in ivs if iv.start > self.horizon]
+        if late:
+            where = "" if ctx.source == "<dict>" else f"{ctx.source}: "
+            warnings.warn(
+                f"{where}scenario {self.name!r}: {late} start after the horizon "
+                f"({_fmt(self.horizon)} d) and have no effect within it",
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------------ construction
     @classmethod

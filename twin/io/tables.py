@@ -340,7 +340,15 @@ class _Spec:
         missing = [c for c in self.used_columns() if c not in have]
         missing += [c for c in self.limits if c not in have and c not in missing]
         if missing:
-            raise ValueError(f"{name}: missing column(s) {missing}; the table has {have}")
+            hint = ""
+            if len(have) == 1:
+                sep = next((c for c in ";\t|" if c in have[0]), None)
+                if sep is not None:
+                    hint = (
+                        f" (one column whose name holds {sep!r}: is the file {sep!r}-separated? "
+                        f"pass csv_options={{'sep': {sep!r}}})"
+                    )
+            raise ValueError(f"{name}: missing column(s) {missing}; the table has {have}{hint}")
 
 
 # ---------------------------------------------------------------------- loading
