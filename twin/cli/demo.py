@@ -252,7 +252,8 @@ def longitudinal_step(out: Path, console: Console, epochs: int | None, seed: int
             "the same simulation from the command line: twin simulate "
             f"{out / 'lesion_model'} {out / 'lesion_baseline.nc'} {yaml_path} "
             f"-o {out / 'lesion_cli.nc'} --origin reference --seed {seed}"
-        )
+        ),
+        soft_wrap=True,  # one line, to copy and paste
     )
     return {
         "fit_seconds": round(fit_s, 2),
