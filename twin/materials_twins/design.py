@@ -203,7 +203,7 @@ def sweep(
     out["outside_data"] = (lead, shaped(outside_data))
     out["outside_range"] = ((*lead, "input"), shaped(outside_range))
     if outside_data.any():
-        names = list(dict.fromkeys(i.split("|")[0] for i in x.index[outside_data]))
+        names = list(table.index[outside_data.reshape(s, b).any(axis=1)])
         warnings.warn(
             f"scenario(s) {names[:5]}{' ...' if len(names) > 5 else ''} set inputs away from "
             "every training batch (standardised distance above "
@@ -596,12 +596,11 @@ def inverse_design(
 
 
 def _outside_range(model: PropertyTwinModel, inputs: pd.DataFrame) -> np.ndarray:
-    """``(n, n_inputs)``: True where an input lies outside the training batches' range."""
-    train = model.training_inputs.reindex(columns=inputs.columns).to_numpy(dtype=float)
+    """``(n, n_inputs)``: True where an input lies outside the training batches' range
+    (:attr:`PropertyTwinModel.input_stats`; an input never measured has none)."""
+    stats = model.input_stats.reindex(inputs.columns)
     values = inputs.to_numpy(dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an input never measured: all NaN
-        lo, hi = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
+    lo, hi = stats["min"].to_numpy(dtype=float), stats["max"].to_numpy(dtype=float)
     return (values < lo) | (values > hi)
 
 
