@@ -50,8 +50,7 @@ class _Context:
         offsets: dict[str, list[int]] = {t: [] for t in COLUMNS}
         for r in results:
             for rid, url, entry in r.rejected_patients:
-                keys = [url] + ([f"Patient/{rid}", f"urn:uuid:{rid}"] if rid else [])
-                for key in filter(None, keys):
+                for key in patient_keys(rid, url):
                     self.rejected_patients.setdefault(key, f"{r.file}, entry {entry}")
             offset = len(self.rtypes)
             for rtype, rid, entry, url in r.resources:
@@ -140,11 +139,15 @@ def patient_index(ctx: _Context) -> tuple[pd.DataFrame, dict[str, str]]:
     pats = pats[pats["id"] != ""].drop_duplicates("id").set_index("id", drop=False)
     alias: dict[str, str] = {}
     for pid, url in zip(pats["id"], pats["url"], strict=True):
-        alias[f"Patient/{pid}"] = pid
-        alias[f"urn:uuid:{pid}"] = pid
-        if url:
-            alias[url] = pid
+        for key in patient_keys(pid, url):
+            alias[key] = pid
     return pats, alias
+
+
+def patient_keys(pid: str, url: str) -> list[str]:
+    """The reference keys that name a Patient: ``Patient/id``, ``urn:uuid:id``, its fullUrl."""
+    keys = [f"Patient/{pid}", f"urn:uuid:{pid}"] if pid else []
+    return keys + ([url] if url else [])
 
 
 def resolve_subjects(ctx: _Context, alias: dict[str, str]) -> None:
