@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     path = data_path()
     if not path.exists():
-        sys.exit(f"NIMS data not found at {path}; set TWIN_DATA (the table is GPL-3, not shipped).")
+        print(f"NIMS data not found at {path}; set TWIN_DATA (the table is GPL-3, not shipped).")
+        sys.exit(0)
 
     cohort = read_nims(path)
     comp = pd.DataFrame(cohort.values("composition"), index=cohort.individuals, columns=COMPOSITION)
