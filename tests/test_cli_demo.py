@@ -38,7 +38,7 @@ def test_info_command_describes_a_saved_cohort(tmp_path) -> None:
     assert "5 individuals" in result.output and "mrna" in result.output
     # brackets in messages (units such as [mL/min]) are printed, not taken for markup
     missing = CliRunner().invoke(app, ["info", str(tmp_path / "none[mL/min].nc")])
-    assert missing.exit_code == 2 and "no cohort file" in missing.output
+    assert missing.exit_code == 1 and "no cohort file" in missing.output
     assert "none[mL/min].nc" in missing.output
 
 

@@ -28,7 +28,7 @@ def test_ingest_refuses_to_overwrite_without_flag(tmp_path):
     out = tmp_path / "cohort.nc"
     out.write_bytes(b"precious")
     result = runner.invoke(app, ["ingest", str(SYNTHEA), "-o", str(out), "--quiet"])
-    assert result.exit_code != 0 and "--overwrite" in result.output
+    assert result.exit_code == 2 and "--overwrite" in result.output
     assert out.read_bytes() == b"precious"
     again = runner.invoke(
         app, ["ingest", str(SYNTHEA), "-o", str(out), "--overwrite", "-q", "--jobs", "2"]

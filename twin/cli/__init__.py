@@ -12,6 +12,8 @@ from twin.cli.simulate import simulate
 app = typer.Typer(
     name="twin",
     help="Probabilistic digital twins of patients and materials.",
+    epilog="Exit status: 0 done; 1 unreadable or invalid input; "
+    "2 refused (an output exists: pass --overwrite) or a wrong command line.",
     no_args_is_help=True,
     add_completion=False,
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from twin.cli.messages import print_error
+from twin.cli.messages import EXIT_BAD_INPUT, fail
 
 
 def info(path: Path = typer.Argument(..., help="A cohort file written by 'twin ingest'.")) -> None:
@@ -16,6 +16,5 @@ def info(path: Path = typer.Argument(..., help="A cohort file written by 'twin i
     try:
         cohort = Cohort.load(path)
     except (FileNotFoundError, ValueError) as exc:
-        print_error(exc)
-        raise typer.Exit(2) from exc
+        raise fail(exc, EXIT_BAD_INPUT) from exc
     print(cohort)

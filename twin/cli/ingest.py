@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from twin.cli.messages import print_error
+from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail
 
 
 def ingest(
@@ -32,8 +32,7 @@ def ingest(
 
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
-        print_error(f"{output} exists; pass --overwrite to replace it", err)
-        raise typer.Exit(2)
+        raise fail(f"{output} exists; pass --overwrite to replace it", EXIT_REFUSED, err)
     try:
         selection = FeatureSelection(min_share=min_share)
         cohort, report = run_ingest(
@@ -44,8 +43,7 @@ def ingest(
             progress=not quiet,
         )
     except (FileNotFoundError, FHIRIngestError, ValueError) as exc:
-        print_error(exc, err)
-        raise typer.Exit(1) from exc
+        raise fail(exc, EXIT_BAD_INPUT, err) from exc
     cohort.save(output, overwrite=overwrite)
     print(report.summary())
     print(cohort)

@@ -6,8 +6,16 @@ otherwise lose their brackets, which rich takes for style tags.
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.text import Text
+
+#: Exit status when the input cannot be read or is invalid (missing or malformed file,
+#: a scenario naming an unknown agent, ...).
+EXIT_BAD_INPUT = 1
+#: Exit status when the command refuses to run as asked (an output that exists without
+#: ``--overwrite``); also typer's status for a wrong command line.
+EXIT_REFUSED = 2
 
 
 def plain(message: object) -> Text:
@@ -19,3 +27,9 @@ def print_error(message: object, console: Console | None = None) -> None:
     """Print ``error: <message>`` to standard error (or ``console``), brackets kept."""
     console = console or Console(stderr=True, soft_wrap=True)
     console.print(Text.assemble(("error: ", "red"), str(message)))
+
+
+def fail(message: object, status: int, console: Console | None = None) -> typer.Exit:
+    """Print ``message`` as an error and return the :class:`typer.Exit` to raise."""
+    print_error(message, console)
+    return typer.Exit(status)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from twin.cli.messages import print_error
+from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail
 
 
 def simulate(
@@ -40,8 +40,7 @@ def simulate(
 
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
-        print_error(f"{output} exists; pass --overwrite to replace it", err)
-        raise typer.Exit(2)
+        raise fail(f"{output} exists; pass --overwrite to replace it", EXIT_REFUSED, err)
     try:
         cohort = Cohort.load(input)
         dyn = DynamicTwinModel.load(model, schema=cohort.schema, device="auto")
@@ -51,8 +50,7 @@ def simulate(
             twins, scenarios, n_draws=n_draws, seed=seed, origin=origin, progress=not quiet
         )
     except (FileNotFoundError, ValueError, KeyError, ScenarioError) as exc:
-        print_error(exc, err)
-        raise typer.Exit(1) from exc
+        raise fail(exc, EXIT_BAD_INPUT, err) from exc
     summary = summarise_simulation(result)
     for name in summary.data_vars:
         result[f"value_{name}"] = summary[name]
