@@ -86,6 +86,8 @@ def test_invalid_ndjson_line_is_reported_and_other_lines_kept(tmp_path):
     cohort, report = ingest(tmp_path)
     bad = only(report, "invalid-json")
     assert bad.entry == 1 and "Patient.ndjson line 2" in str(bad)
+    # one line number (the file's), with the parser's column: not the parser's "line 1"
+    assert "line 1" not in str(bad) and "end of data at the end of the line" in bad.reason
     assert sorted(cohort.individuals) == sorted([a["id"], b["id"]])
 
 

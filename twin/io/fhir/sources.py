@@ -182,10 +182,17 @@ def _ndjson_entries(first_line: int, lines: tuple[bytes, ...]) -> Iterator[Entry
     for i, line in enumerate(lines):
         if not line.strip():
             continue
+        line = line.rstrip()
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield first_line + i, ("invalid-json", f"invalid JSON line ({exc})"), None
+            # the parser's own line numbers count within this one line: give a column
+            where = f"column {exc.pos + 1}" if exc.pos < len(line) else "the end of the line"
+            yield (
+                first_line + i,
+                ("invalid-json", f"invalid JSON line ({exc.msg} at {where})"),
+                None,
+            )
             continue
         if isinstance(doc, dict):
             yield first_line + i, doc, None
