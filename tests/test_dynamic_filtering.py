@@ -90,6 +90,66 @@ def test_sequential_updates_equal_filtering_the_whole_record(cohort, model):
     assert step.history.n_observations == full.history.n_observations
 
 
+def _dated(cohort, visits: slice):
+    """The cohort's labs at ``visits`` as calendar dates, read alone (own reference times)."""
+    import pandas as pd
+
+    import twin
+
+    day0 = pd.Timestamp("2020-01-01")
+    long = cohort.to_long("labs")
+    rank = long.groupby("individual")["t"].rank(method="dense").astype(int) - 1
+    keep = np.isin(rank, np.arange(rank.max() + 1)[visits])
+    long = long[keep]
+    table = pd.DataFrame(
+        {
+            "individual": long["individual"],
+            "time": day0 + pd.to_timedelta(long["t"], unit="D"),
+            "feature": long["feature"],
+            "value": long["value"].astype(float),
+        }
+    )
+    iv = cohort.interventions
+    iv = pd.DataFrame(
+        {
+            "individual": iv["individual"],
+            "agent": iv["agent"],
+            "start": day0 + pd.to_timedelta(iv["start_t"], unit="D"),
+            "dose": iv["dose"],
+        }
+    )
+    info = {"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}}
+    return twin.Cohort.from_tables(
+        longitudinal={"labs": table}, interventions=iv, feature_info=info
+    )
+
+
+def test_update_from_a_later_export_with_its_own_reference_time(cohort, model):
+    """A new export read alone starts its clock at its own first record; ``update`` moves it
+    onto the twins' clock, so filtering the two parts equals filtering the whole record."""
+    full = model.instantiate(_dated(cohort, slice(None)))
+    early, late = _dated(cohort, slice(0, 3)), _dated(cohort, slice(3, None))
+    assert (late.reference_time > early.reference_time).all()  # the two clocks differ
+    step = model.instantiate(early).update(late)
+    np.testing.assert_allclose(step.mean.numpy(), full.mean.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(step.cov.numpy(), full.cov.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(step.time, full.time)
+    assert step.history.n_observations == full.history.n_observations
+    assert len(step.interventions) == len(full.interventions)  # the repeated drug counted once
+    # moving the clock keeps every date: the new cohort's own dates are unchanged
+    moved = late.with_reference_time(early.reference_time)
+    np.testing.assert_array_equal(moved.data["visit_time"].values, late.data["visit_time"].values)
+    np.testing.assert_allclose(
+        moved.times() - late.times(),
+        (late.reference_time - early.reference_time).dt.days.to_numpy()[:, None] + 0 * late.times(),
+    )
+    # numeric times cannot be matched with calendar dates
+    with pytest.raises(ValueError, match="calendar dates"):
+        model.instantiate(cohort).update(late)
+    with pytest.raises(ValueError, match="no calendar"):
+        cohort.with_reference_time(early.reference_time)
+
+
 def test_update_refines_only_the_given_individuals(cohort, model):
     early = model.instantiate(first_observations(cohort, 2, "labs"))
     some = cohort.select(list(cohort.individuals[:3]))

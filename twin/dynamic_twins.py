@@ -432,7 +432,9 @@ class DynamicTwins:
 
         Only observations strictly after each twin's current time are used (earlier
         ones are taken as already known), so passing the full updated record is
-        fine. Individuals are matched by id; twins absent from ``new_observations``
+        fine.  Times are matched by calendar date: a new export with its own
+        reference time (e.g. a FHIR bundle of recent records, read alone) is moved
+        onto the twins' reference time first. Individuals are matched by id; twins absent from ``new_observations``
         are unchanged. Interventions of the new cohort are added to the recorded ones
         (they drive the state between the current time and the new observations).
         The parameters are not retrained.
@@ -446,6 +448,7 @@ class DynamicTwins:
         module = model._require_fitted()
         model.check_cohort(new_observations)
         pos = self._positions(np.asarray(new_observations.individuals).astype(str))
+        new_observations = self._on_own_clock(new_observations, pos)
         current = self.time[pos]
         new_iv = model._interventions(new_observations)
         table = pd.concat([self.interventions, new_iv], ignore_index=True)
@@ -511,6 +514,29 @@ class DynamicTwins:
             interventions=table,
             reference_time=self.reference_time,
         )
+
+    def _on_own_clock(self, cohort: Cohort, pos: np.ndarray) -> Cohort:
+        """``cohort`` with the twins' reference times, so its times count from the same zero.
+
+        A new export read on its own (a FHIR bundle of the last months) starts its clock
+        at its own first record; without this, every new reading would look older than
+        the twin's current time and be ignored.
+        """
+        mine = pd.Series(self.reference_time[pos], index=self.individuals[pos].astype(str))
+        theirs = cohort.reference_time
+        theirs.index = theirs.index.astype(str)
+        mine_nat, theirs_nat = pd.isna(mine).to_numpy(), pd.isna(theirs).to_numpy()
+        if (mine_nat != theirs_nat).any():
+            who = mine.index[mine_nat != theirs_nat][:5].tolist()
+            raise ValueError(
+                f"individuals {who}: the twins and the new observations do not both have "
+                "calendar dates, so their times cannot be matched; give the new "
+                "observations as dates (or both as days since the same reference)"
+            )
+        differ = ~mine_nat & (mine.to_numpy() != theirs.to_numpy())
+        if not differ.any():
+            return cohort
+        return cohort.with_reference_time(mine[differ])
 
     # ------------------------------------------------------------------ scenarios and plots
     def simulate(

@@ -13,6 +13,7 @@ import xarray as xr
 
 from twin._util.atomic import atomic_path
 from twin.cohort.build import (
+    DAY,
     FORMAT_VERSION,
     INTERVENTION_COLUMNS,
     covariate_vars,
@@ -245,6 +246,57 @@ class Cohort:
     def reference_time(self) -> pd.Series:
         """Time zero of each individual's ``visit_t`` axis (NaT without a calendar)."""
         return pd.Series(self.data["reference_time"].values, index=self.individuals)
+
+    def with_reference_time(self, reference_time: pd.Series | Mapping[str, object]) -> Cohort:
+        """The same cohort with time zero moved to ``reference_time`` (calendar cohorts).
+
+        ``visit_t`` and the interventions' ``start_t``/``end_t`` are shifted so they
+        count days since the new reference; calendar dates are unchanged.  Use it to
+        put a new export of a patient on the clock of an existing twin (a FHIR bundle
+        read alone starts its own clock at its first record).
+
+        Parameters
+        ----------
+        reference_time
+            New time zero by individual id; individuals not listed keep theirs.
+
+        Raises
+        ------
+        ValueError
+            If the cohort has no calendar (numeric times such as a material's age),
+            or a given reference time is missing or not a date.
+        """
+        given = pd.Series(reference_time)
+        given.index = given.index.astype(str)
+        unknown = given.index.difference(pd.Index(self.individuals.astype(str)))
+        if len(unknown):
+            raise KeyError(f"individuals not in cohort: {unknown[:5].tolist()}")
+        new = pd.to_datetime(given, errors="coerce")
+        if new.isna().any():
+            bad = given[new.isna()].index[:5].tolist()
+            raise ValueError(f"reference times of {bad} are missing or not dates")
+        old = self.reference_time
+        old.index = old.index.astype(str)
+        if old.reindex(new.index).isna().any():
+            raise ValueError(
+                "the cohort has no calendar (its times are plain numbers), so its "
+                "reference time cannot be moved"
+            )
+        ref = old.copy()
+        ref.loc[new.index] = new.to_numpy(dtype="datetime64[ns]")
+        shift = ((old - ref) / DAY).to_numpy(dtype=np.float64)  # days added to every time
+        ds = self.data.copy()
+        ds["reference_time"] = ("individual", ref.to_numpy(dtype="datetime64[ns]"))
+        if "visit_t" in ds:
+            ds["visit_t"] = ds["visit_t"] + xr.DataArray(shift, dims="individual")
+        iv_ids = ds["intervention_individual"].values.astype(str)
+        if iv_ids.size:
+            iv_shift = pd.Series(shift, index=ref.index).reindex(iv_ids).to_numpy()
+            for edge in ("start_t", "end_t"):
+                ds[f"intervention_{edge}"] = ds[f"intervention_{edge}"] + xr.DataArray(
+                    iv_shift, dims="intervention"
+                )
+        return Cohort(ds)
 
     def times(self) -> np.ndarray:
         """Visit times in days since the reference time: (individual, visit), NaN padded."""
