@@ -446,7 +446,7 @@ class DynamicTwins:
         """
         model = self.model
         module = model._require_fitted()
-        model.check_cohort(new_observations)
+        new_observations = model.conformed(new_observations)
         pos = self._positions(np.asarray(new_observations.individuals).astype(str))
         new_observations = self._on_own_clock(new_observations, pos)
         current = self.time[pos]

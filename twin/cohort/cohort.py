@@ -247,6 +247,45 @@ class Cohort:
         """Time zero of each individual's ``visit_t`` axis (NaT without a calendar)."""
         return pd.Series(self.data["reference_time"].values, index=self.individuals)
 
+    def conform(self, schema: CohortSchema, *, warn: bool = True) -> Cohort:
+        """The cohort laid out on ``schema`` (a model's): same modalities, features, levels.
+
+        For instantiating a twin from one individual's own export (a FHIR bundle read
+        alone): features are matched by name, or by code and unit when the export named
+        them differently; categorical values are recoded by label into the schema's
+        levels; features the individual never had are added as unobserved; features
+        the schema lacks are dropped.  Observed values are never altered.  What was
+        done is kept as JSON in the ``twin_conform_report`` attribute
+        (``cohort.attr_json("twin_conform_report")``).
+
+        Parameters
+        ----------
+        schema
+            Target schema, e.g. ``model.schema``.  Covariates are kept as they are.
+        warn
+            Warn when observed values of the schema's features cannot be used (another
+            unit under the same name, a level the schema does not have), naming them.
+        """
+        import warnings
+
+        from twin.cohort.conform import conform_dataset
+
+        ds, report = conform_dataset(self.data, schema)
+        ds = ds.assign_attrs(twin_conform_report=json.dumps(report.to_dict()))
+        longitudinal = [m.name for m in schema if m.longitudinal]
+        out = Cohort(_trim_visits(ds, longitudinal) if longitudinal else ds)
+        problems = report.problems()
+        if warn and problems:
+            more = f"; ... ({len(problems)} in all)" if len(problems) > 5 else ""
+            warnings.warn(
+                "conforming the cohort to the schema left observed values out: "
+                + "; ".join(problems[:5])
+                + more,
+                UserWarning,
+                stacklevel=2,
+            )
+        return out
+
     def with_reference_time(self, reference_time: pd.Series | Mapping[str, object]) -> Cohort:
         """The same cohort with time zero moved to ``reference_time`` (calendar cohorts).
 

@@ -149,7 +149,8 @@ def check_modality(mine: ModalitySchema, theirs: ModalitySchema) -> np.ndarray:
         raise ValueError(
             f"modality {mine.name!r}: the cohort has {len(unknown)} feature(s) the model was not "
             f"trained on: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; select the model's "
-            "features first (cohort.select(features=...))"
+            "features first (cohort.select(features=...)), or lay the cohort out on them "
+            "with cohort.conform(model.schema)"
         )
     shared = theirs.feature_names
     a = CohortSchema((ModalitySchema(mine.name, tuple(mine.feature(x) for x in shared)),))
@@ -158,6 +159,9 @@ def check_modality(mine: ModalitySchema, theirs: ModalitySchema) -> np.ndarray:
     if diff:
         raise ValueError(
             "the cohort describes features differently from the model's schema "
-            "(model vs cohort): " + "; ".join(diff[:5])
+            "(model vs cohort): "
+            + "; ".join(diff[:5])
+            + "; cohort.conform(model.schema) matches features by code and unit and "
+            "recodes categories by label"
         )
     return np.array([known[name] for name in shared], dtype=np.int64)

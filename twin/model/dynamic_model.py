@@ -375,6 +375,34 @@ class DynamicTwinModel:
                 + "; ".join(problems[:8])
             )
 
+    def conformed(self, cohort: Cohort) -> Cohort:
+        """``cohort`` laid out on the model's features (see :meth:`twin.Cohort.conform`).
+
+        A cohort that already matches is returned as is.  Otherwise features the
+        individuals never had are added as unobserved, features named differently
+        by a single export (same code and unit) are matched, and categorical values
+        are recoded by label (labels the model does not know are left unobserved);
+        other modalities (e.g. a static model's) are kept.  Readings of a modelled
+        feature in another unit, and missing covariates, are refused.
+        """
+        try:
+            self.check_cohort(cohort)
+            return cohort
+        except ValueError as exc:
+            mismatch = exc
+        given = cohort.schema
+        others = tuple(m for m in given if m.name not in self.schema)
+        target = CohortSchema((*self.schema.modalities, *others), given.covariates)
+        out = cohort.conform(target, warn=False)
+        conflicts = out.attr_json("twin_conform_report")["unit_conflicts"]
+        if conflicts:  # readings of a modelled feature in another unit: never drop them quietly
+            named = "; ".join(
+                f"{f!r} in {u!r}, the model's unit is {v!r}" for _, f, u, v in conflicts
+            )
+            raise ValueError(f"{mismatch} ({named}; convert them first)") from None
+        self.check_cohort(out)
+        return out
+
     # ------------------------------------------------------------------ data
     def _interventions(self, cohort: Cohort) -> pd.DataFrame:
         table = cohort.interventions
@@ -832,9 +860,10 @@ class DynamicTwinModel:
         """Exact filter of each individual's record from the initial prior.
 
         Returns the :class:`~twin.dynamics.KalmanResult` and the sequences it ran on.
+        ``cohort`` is first laid out on the model's features (:meth:`conformed`).
         """
         module = self._require_fitted()
-        self.check_cohort(cohort)
+        cohort = self.conformed(cohort)
         seq = seq if seq is not None else self.sequences(cohort)
         data = self._tensors(cohort, seq)
         with torch.no_grad(), self.threads():
@@ -866,10 +895,12 @@ class DynamicTwinModel:
         The posterior of each individual's latent state given all of its modelled
         observations (exact Kalman filter from the initial-state prior, with its
         recorded interventions as inputs). Individuals without observations keep
-        the prior, at time 0.
+        the prior, at time 0.  The cohort may come from one individual's own export:
+        it is laid out on the model's features first (:meth:`conformed`).
         """
         from twin.dynamic_twins import DynamicTwins  # the one upward reference: the factory
 
+        cohort = self.conformed(cohort)
         res, seq, (m0, P0) = self.filter(cohort)
         history = self.sequences(cohort, events=False)
         observed = seq.mask.any(-1).any(-1)
