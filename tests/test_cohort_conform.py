@@ -128,3 +128,35 @@ def test_dynamic_twin_from_one_fhir_bundle_equals_the_twin_from_the_cohort():
         assert mine.history.n_observations == theirs.history.n_observations > 0
         checked += 1
     assert checked >= 2
+
+
+def test_misread_tables_are_caught_when_the_cohort_is_built():
+    rng = np.random.default_rng(0)
+    ids = [f"s{i:02d}" for i in range(30)]
+    numbers = pd.DataFrame(rng.normal(size=(30, 3)), index=ids, columns=["g1", "g2", "g3"])
+    # a few stray text cells in a numeric column: masked with a warning, not a categorical
+    stray = numbers.astype(object)
+    stray.iloc[3, 0], stray.iloc[5, 0] = "n.a.", "1,5"
+    with pytest.warns(UserWarning, match=r"'g1' \(2 cell\(s\), e.g. s03: 'n.a.', s05: '1,5'\)"):
+        cohort = twin.Cohort.from_tables({"rna": numbers, "prot": stray})
+    assert cohort.schema["prot"].feature("g1").type == "continuous"
+    assert cohort.mask("prot")[:, 0].sum() == 28
+    np.testing.assert_array_equal(cohort.values("prot")[:, 1], numbers["g2"].to_numpy())
+    # a declared categorical column is left alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = twin.Cohort.from_tables(
+            {"prot": stray[["g1"]]}, feature_types={"prot": {"g1": "categorical"}}
+        )
+    assert kept.schema["prot"].feature("g1").type == "categorical"
+    # a wrong separator leaves no feature column
+    semi = pd.DataFrame(index=[f"{i};0.1;0.2" for i in ids])
+    with pytest.raises(ValueError, match="'prot': the table has no feature columns.*sep=';'"):
+        twin.Cohort.from_tables({"rna": numbers, "prot": semi})
+    # read without index_col: the id column is a feature and the ids are 0, 1, ...
+    no_index = numbers.reset_index(names="sample")
+    with pytest.warns(UserWarning) as record:
+        twin.Cohort.from_tables({"rna": numbers, "prot": no_index})
+    messages = " | ".join(str(w.message) for w in record)
+    assert "feature 'sample' has 30 distinct values in 30 rows" in messages
+    assert "share no individual id" in messages

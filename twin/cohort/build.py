@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -171,13 +172,23 @@ def static_block(
     if table.index.has_duplicates:
         dup = table.index[table.index.duplicated()].unique()[:5].tolist()
         raise ValueError(f"modality {modality!r}: duplicate individual ids {dup}")
+    if table.shape[1] == 0:
+        first = str(table.index[0])[:60] if len(table.index) else ""
+        raise ValueError(
+            f"modality {modality!r}: the table has no feature columns (first id {first!r}); "
+            "a file read with the wrong separator (pd.read_csv(..., sep=';')) looks like this"
+        )
     info_map = _info_mapping(info)
     types = dict(types or {})
+    table = _numeric_despite_stray_text(modality, table, info_map, types)
     # infer types on the table as given: reindexing adds NaN rows that change dtypes
     metas = {
         col: _feature_meta(col, table[col], info_map.get(str(col)), types.get(str(col)))
         for col in table.columns
     }
+    for col, feat in metas.items():
+        if not (types.get(str(col)) or (info_map.get(str(col)) or {}).get("type")):
+            _check_identifier_like(modality, feat, table[col])
     table = table.reindex(individuals.astype(object))
     features, columns = [], []
     for col in table.columns:
@@ -200,6 +211,63 @@ def static_block(
         f"{modality}_mask": (("individual", dim), mask),
     }
     return data_vars, feature_coords(modality, features), features
+
+
+#: Share of a text column's cells that must read as numbers for the column to be taken
+#: as numeric with a few stray cells (``"n.a."``, ``"1,5"``) rather than as categorical.
+NUMERIC_SHARE = 0.9
+
+
+def _numeric_despite_stray_text(
+    modality: str, table: pd.DataFrame, info: Mapping[str, dict], types: Mapping[str, str]
+) -> pd.DataFrame:
+    """Text columns that are numbers but for a few cells become numeric, the stray cells
+    missing, with one warning naming them; columns of a declared type are left alone."""
+    stray: list[str] = []
+    converted = {}
+    for col in table.columns:
+        values = table[col]
+        declared = types.get(str(col)) or (info.get(str(col)) or {}).get("type")
+        textual = pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
+        if declared or not textual:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        present = values.notna()
+        bad = present & numbers.isna()
+        if not bad.any():  # numbers stored as objects are numbers; digit strings are labels
+            real = values[present].map(lambda v: isinstance(v, int | float | np.number))
+            if len(real) and real.all() and not values[present].map(type).eq(bool).any():
+                converted[col] = numbers.astype(np.float64)
+            continue
+        if numbers.notna().sum() < NUMERIC_SHARE * present.sum():
+            continue
+        converted[col] = numbers.astype(np.float64)
+        cells = ", ".join(f"{i}: {v!r}" for i, v in values[bad].head(3).items())
+        stray.append(f"{col!r} ({int(bad.sum())} cell(s), e.g. {cells})")
+    if not stray:
+        return table
+    warnings.warn(
+        f"modality {modality!r}: non-numeric cells of numeric columns read as missing: "
+        + "; ".join(stray[:5])
+        + (f"; ... ({len(stray)} columns)" if len(stray) > 5 else "")
+        + f"; declare a column categorical with feature_types={{{modality!r}: {{name: 'categorical'}}}}",
+        UserWarning,
+        stacklevel=4,
+    )
+    return table.assign(**{str(k): v for k, v in converted.items()})
+
+
+def _check_identifier_like(modality: str, feat: FeatureSchema, column: pd.Series) -> None:
+    """Warn about an inferred categorical whose every value is distinct (an id column)."""
+    n = int(column.notna().sum())
+    if feat.type == "categorical" and n > 20 and len(feat.levels) >= 0.9 * n:
+        warnings.warn(
+            f"modality {modality!r}: feature {feat.name!r} has {len(feat.levels)} distinct "
+            f"values in {n} rows, like an identifier; was the table read without its id "
+            "column as the index (pd.read_csv(..., index_col=0))?",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _check_type(modality: str, feat: FeatureSchema, vals: np.ndarray) -> None:

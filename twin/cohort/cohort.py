@@ -136,6 +136,7 @@ class Cohort:
             data_vars.update(dv)
             coords.update(co)
             modalities[name] = {"longitudinal": False}
+        _warn_if_disjoint(tables)
         ldv, lco, _, ref, calendar = longitudinal_blocks(
             longitudinal, index, feature_info, feature_types, reference_time
         )
@@ -672,6 +673,27 @@ def _time_span(ds: xr.Dataset) -> str:
     if np.isfinite(t).any():
         return f", t = {np.nanmin(t):g} to {np.nanmax(t):g} days"
     return ""
+
+
+def _warn_if_disjoint(tables: Mapping[str, pd.DataFrame]) -> None:
+    """Warn when two or more static tables share no individual id (ids misread?)."""
+    if len(tables) < 2:
+        return
+    seen: dict[str, int] = {}
+    for table in tables.values():
+        for i in set(map(str, table.index)):
+            seen[i] = seen.get(i, 0) + 1
+    if seen and max(seen.values()) == 1:
+        import warnings
+
+        examples = {name: [str(i)[:20] for i in t.index[:2]] for name, t in tables.items()}
+        warnings.warn(
+            f"the tables {list(tables)} share no individual id (first ids: {examples}); "
+            "each individual then has one modality only -- check that every table is "
+            "indexed by the same ids (pd.read_csv(..., index_col=0))",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _trim_visits(ds: xr.Dataset, longitudinal: list[str]) -> xr.Dataset:
