@@ -21,6 +21,7 @@ def make_inputs(tmp_path):
     model = DynamicTwinModel.from_matrices(
         cohort.schema, A=A, H=H, R=R, m0=M0, P0=P0, Qc=QC, B=B, b=b, c=C, agents=["drug"]
     )
+    model.agent_names = {"drug": "Aspirin 81 MG Oral Tablet"}  # saved with the model
     model.save(tmp_path / "model")
     cohort.save(tmp_path / "cohort.nc")
     scenarios = [
@@ -59,6 +60,9 @@ def test_simulate_fails_clearly_on_bad_inputs(tmp_path):
     out = tmp_path / "r.nc"
     result = runner.invoke(app, [args[0], args[1], str(bad), "-o", str(out), "-q"])
     assert result.exit_code == 1 and "aspirin" in result.output
+    # the code whose display name matches is suggested (names saved and loaded with the model)
+    text = " ".join(result.output.split())
+    assert "'aspirin' matches the display name of agent code(s) 'drug' (Aspirin 81 MG" in text
     assert not out.exists()
     missing = runner.invoke(app, [str(tmp_path / "nope"), args[1], args[2], "-o", str(out)])
     assert missing.exit_code == 1 and "no saved twin model" in missing.output

@@ -252,3 +252,26 @@ def test_intervention_starting_after_the_horizon_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Scenario("in time", horizon=120, interventions=[Intervention("cisplatin", start=100)])
+
+
+def test_an_unquoted_numeric_agent_code_gets_a_quoting_hint(tmp_path):
+    path = write(tmp_path, "name: x\nhorizon: 10\ninterventions:\n  - agent: 316049\n", "c.yaml")
+    with pytest.raises(
+        ScenarioError,
+        match=r'must be a string, got int 316049 \(codes are text: quote them, agent: "316049"',
+    ):
+        load_scenarios(path)
+
+
+def test_agent_display_names_come_from_the_intervention_table():
+    import pandas as pd
+
+    from twin.model.dynamic_model import agent_display_names
+
+    table = pd.DataFrame(
+        {
+            "agent": ["316049", "316049", "03", "9"],
+            "display": ["", "Hydrochlorothiazide 25 MG", "", "x"],
+        }
+    )
+    assert agent_display_names(table, ["316049", "03"]) == {"316049": "Hydrochlorothiazide 25 MG"}

@@ -182,7 +182,13 @@ def _string(v: Any, ctx: _Ctx, fld: str, line: int | None, *, optional: bool = F
         return None
     if not isinstance(v, str):
         kind = "a string or null" if optional else "a string"
-        raise ctx.error(fld, f"must be {kind}, got {_type_name(v)} {v!r}", line)
+        hint = (
+            f' (codes are text: quote them, {fld.rsplit(".", 1)[-1]}: "{v}"; an unquoted '
+            "code with a leading zero such as 03 is read by YAML as another number)"
+            if isinstance(v, int | float) and not isinstance(v, bool)
+            else ""
+        )
+        raise ctx.error(fld, f"must be {kind}, got {_type_name(v)} {v!r}{hint}", line)
     return v
 
 

@@ -71,8 +71,31 @@ def _as_scenarios(scenarios: Any) -> list[Scenario]:
     return out
 
 
+def unknown_agents_message(
+    scenario: str, unknown: Sequence[str], agents: Sequence[str], names: dict[str, str]
+) -> str:
+    """Scenario agents the model lacks, with codes whose display name matches and a short list."""
+    lines = [f"scenario {scenario!r}: agents {list(unknown)} are not in the model"]
+    for u in unknown:
+        hits = [a for a in agents if u.strip().lower() in names.get(a, "").lower()]
+        if hits:
+            shown = ", ".join(f"{a!r} ({names[a]})" for a in hits[:5])
+            lines.append(f"{u!r} matches the display name of agent code(s) {shown}")
+    listed = ", ".join(repr(a) for a in list(agents)[:20])
+    more = (
+        f", ... ({len(agents)} in all; model.agent_names maps codes to names)"
+        if len(agents) > 20
+        else ""
+    )
+    lines.append(f"the model's agents: {listed or 'none'}{more}")
+    return "; ".join(lines)
+
+
 def _check_scenarios(
-    scenarios: list[Scenario], agents: Sequence[str], exposure: dict | None = None
+    scenarios: list[Scenario],
+    agents: Sequence[str],
+    exposure: dict | None = None,
+    names: dict[str, str] | None = None,
 ) -> None:
     exposure = exposure or {}
     for s in scenarios:
@@ -89,10 +112,7 @@ def _check_scenarios(
                 )
         unknown = [a for a in s.agents if a not in agents]
         if unknown:
-            raise ValueError(
-                f"scenario {s.name!r}: agents {unknown} are not in the model "
-                f"(it was trained with agents {list(agents) or 'none'})"
-            )
+            raise ValueError(unknown_agents_message(s.name, unknown, agents, names or {}))
         if s.settings:
             raise ValueError(
                 f"scenario {s.name!r} sets static settings {sorted(s.settings)}; the latent "
@@ -237,7 +257,7 @@ def simulate_twins(
     module = model._require_fitted()
     scen = _as_scenarios(scenarios)
     agents = list(model.agents or [])
-    _check_scenarios(scen, agents, model.agent_exposure)
+    _check_scenarios(scen, agents, model.agent_exposure, getattr(model, "agent_names", {}))
     if origin not in ("current", "reference"):
         raise ValueError(f"origin must be 'current' or 'reference', got {origin!r}")
     R = int(n_draws)

@@ -154,6 +154,13 @@ def _restrict(
     return CohortSchema(tuple(mods), tuple(covariates))
 
 
+def agent_display_names(interventions: pd.DataFrame, agents: Sequence[str]) -> dict[str, str]:
+    """The first non-empty ``display`` of each agent code in an intervention table."""
+    shown = interventions.loc[interventions["display"].astype(str) != "", ["agent", "display"]]
+    first = shown.drop_duplicates("agent").set_index("agent")["display"]
+    return {a: str(first[a]) for a in agents if a in first.index}
+
+
 class DynamicTwinModel:
     """Population model of longitudinal trajectories under interventions.
 
@@ -327,6 +334,8 @@ class DynamicTwinModel:
         self.history: DynamicTrainingHistory | None = None
         #: per-feature factor on the forecast sd (:meth:`calibrate_forecast`); None: 1
         self.forecast_scale: np.ndarray | None = None
+        #: display name of each modelled agent code, from the training cohort's interventions
+        self.agent_names: dict[str, str] = {}
         if self.agents is not None:
             self.priors = parse_effect_priors(self.prior_spec, self.agents, self.feature_names)
 
@@ -640,6 +649,7 @@ class DynamicTwinModel:
                     stacklevel=3,
                 )
         self.priors = parse_effect_priors(self.prior_spec, self.agents, self.feature_names)
+        self.agent_names = agent_display_names(cohort.interventions, self.agents)
         _, values, mask = extract_observations(cohort, self.features)
         if not mask.any():
             raise ValueError("the training cohort has no observation of the modelled features")
@@ -925,8 +935,8 @@ class DynamicTwinModel:
     def effects(self, horizons: Sequence[float | None] = (30.0, 90.0, 365.0, None)) -> pd.DataFrame:
         """Learned effect of a constant unit exposure of each agent on each feature.
 
-        One row per agent, feature and horizon (days after the exposure starts; None:
-        steady state): ``effect`` in the feature's transformed units (data units for
+        One row per agent (code and ``agent_name``), feature and horizon (days after the
+        exposure starts; None: steady state): ``effect`` in the feature's transformed units (data units for
         untransformed features; a log-ratio for ``log``/``log1p``). See
         :mod:`twin.model.effect_priors`; the prior (if any) is listed next to it.
         """
@@ -947,6 +957,7 @@ class DynamicTwinModel:
                         rows.append(
                             {
                                 "agent": a,
+                                "agent_name": self.agent_names.get(a, ""),
                                 "feature": name,
                                 "horizon": np.inf if h is None else float(h),
                                 "effect": float(eff[f, j]),

@@ -77,6 +77,7 @@ def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
         "static_dim": model.static_dim,
         "training": model.training_config.to_dict() if model.training_config else None,
         "history": model.history.to_dict() if model.history else None,
+        "agent_names": dict(model.agent_names),
         "forecast_scale": (
             None if model.forecast_scale is None else [float(c) for c in model.forecast_scale]
         ),
@@ -165,6 +166,7 @@ def load_dynamic_model(
     model.transform = FeatureTransform.from_dict(meta["transform"])
     model.context = ContextEncoding.from_dict(meta["context"]) if meta.get("context") else None
     model.static_dim = static_dim
+    model.agent_names = dict(meta.get("agent_names") or {})
     if meta.get("forecast_scale") is not None:
         model.forecast_scale = np.asarray(meta["forecast_scale"], dtype=float)
     if static_dim and int(getattr(static_model, "latent_dim", -1)) != static_dim:
