@@ -208,5 +208,30 @@ def test_smoothed_history_interpolates_observations(cohort, model):
     fc = twins[[i]].forecast(times, noise=False)
     # the smoothed signal lies within the noise of the observations it interpolates
     assert np.all(np.abs(fc["y1"].values[0] - obs["value"].to_numpy()) < 4 * np.sqrt(R[0]))
-    before = twins[[i]].forecast([times[0] - 5.0])
+    with pytest.warns(UserWarning, match="before the first observation"):
+        before = twins[[i]].forecast([times[0] - 5.0])
     assert np.isnan(before["y1"].values).all()  # before the first observation: no prior there
+
+
+def test_forecast_at_calendar_dates_equals_forecast_at_the_same_days(cohort, model):
+    import pandas as pd
+
+    dated = _dated(cohort, slice(None))
+    twins = model.instantiate(dated)
+    dates = pd.to_datetime(["2020-12-01", "2021-06-01"])
+    by_date = twins.forecast(dates)
+    days = (dates.to_numpy()[None, :] - twins.reference_time[:, None]) / np.timedelta64(1, "D")
+    by_day = twins.forecast(days)
+    np.testing.assert_allclose(by_date["y1"].values, by_day["y1"].values, rtol=1e-12)
+    assert (by_date["time"].values == dates.to_numpy()).all()
+    assert (by_date["date"].values == dates.to_numpy()[None, :]).all()
+    one = twins.forecast("2020-12-01")  # a date string
+    np.testing.assert_allclose(one["y1"].values[:, 0], by_date["y1"].values[:, 0], rtol=1e-12)
+    with pytest.raises(ValueError, match="dates are absolute"):
+        twins.forecast(dates, relative_to="last")
+    with pytest.raises(ValueError, match="no calendar"):
+        model.instantiate(cohort).forecast(dates)
+    # days since the reference that all precede the first reading: NaN, and a warning says why
+    with pytest.warns(UserWarning, match=r"before the first observation of 8 twin\(s\)"):
+        early = twins.forecast([-5.0])
+    assert np.isnan(early["y1"].values).all()

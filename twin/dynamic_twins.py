@@ -17,6 +17,7 @@ it was conditioned on and the recorded interventions. From it come
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +175,9 @@ class DynamicTwins:
 
     # ------------------------------------------------------------------ forecasting
     def _requested_times(self, times: Any, relative_to: str) -> tuple[np.ndarray, np.ndarray, bool]:
+        dates = _as_dates(times)
+        if dates is not None:
+            return self._requested_dates(dates, relative_to)
         t = np.asarray(times, dtype=np.float64)
         shared = t.ndim == 1
         if t.ndim == 0:
@@ -193,6 +197,46 @@ class DynamicTwins:
         else:
             raise ValueError(f"relative_to must be 'reference' or 'last', got {relative_to!r}")
         return absolute, np.asarray(times, dtype=np.float64), shared
+
+    def _requested_dates(
+        self, dates: np.ndarray, relative_to: str
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Calendar dates (``(K,)`` shared or ``(N, K)``) as days since each reference time."""
+        if relative_to != "reference":
+            raise ValueError("dates are absolute: leave relative_to='reference' when passing dates")
+        ref = self.reference_time
+        if not np.issubdtype(ref.dtype, np.datetime64) or np.isnat(ref).any():
+            raise ValueError(
+                "these twins have no calendar (times are plain numbers of days); pass days, "
+                "not dates"
+            )
+        shared = dates.ndim == 1
+        grid = np.broadcast_to(dates, (len(self), dates.shape[0])) if shared else dates
+        if grid.ndim != 2 or grid.shape[0] != len(self):
+            raise ValueError(
+                f"dates must be (K,) or (N, K) with N = {len(self)}, got {dates.shape}"
+            )
+        if np.isnat(grid).any():
+            raise ValueError("forecast dates must not be missing (NaT)")
+        absolute = (grid - ref[:, None]) / np.timedelta64(1, "D")
+        return absolute.astype(np.float64), dates, shared
+
+    def _warn_before_first_observation(self, absolute: np.ndarray, relative_to: str) -> None:
+        """Warn when every asked time of some twin precedes its first observation (all NaN)."""
+        early = (absolute < self.prior_time[:, None] - 1e-9).all(axis=1)
+        if early.any():
+            hint = (
+                " (times count days since each individual's reference time; for days after "
+                "the last observation pass relative_to='last', or pass calendar dates)"
+                if relative_to == "reference"
+                else ""
+            )
+            warnings.warn(
+                f"every forecast time is before the first observation of {int(early.sum())} "
+                f"twin(s), e.g. {self.individuals[early][0]!r}: their forecasts are NaN{hint}",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def latent_forecast(
         self, times: Any, relative_to: str = "reference"
@@ -333,7 +377,10 @@ class DynamicTwins:
         ----------
         times
             ``(K,)`` times shared by all individuals or ``(N, K)`` per individual, in
-            days.
+            days; or calendar dates (``Timestamp``/``datetime64``/ISO strings, for
+            cohorts with a calendar), converted through each reference time.  A
+            warning is raised when every time asked of a twin precedes its first
+            observation (NaN there).
         relative_to
             ``"reference"``: days since each individual's reference time (the cohort's
             ``visit_t`` axis); ``"last"``: days after each twin's current time.
@@ -364,6 +411,7 @@ class DynamicTwins:
         sd of ``log``/``log1p`` features use the log-normal formulas.
         """
         absolute, given, shared = self._requested_times(times, relative_to)
+        self._warn_before_first_observation(absolute, relative_to)
         with self.model.threads():
             m, P = self._latent_at(absolute)
         scale = self.model.forecast_scale if (noise and calibrated) else None
@@ -576,3 +624,23 @@ class DynamicTwins:
         ids = ", ".join(map(str, self.individuals[:3])) + (", ..." if len(self) > 3 else "")
         lines.append(f"  individuals: {ids}")
         return "\n".join(lines)
+
+
+def _as_dates(times: Any) -> np.ndarray | None:
+    """``times`` as datetime64[ns] if they are dates (Timestamps, datetime64, date strings)."""
+    if isinstance(times, pd.Timestamp | np.datetime64 | str):
+        times = [times]
+    if isinstance(times, pd.Series | pd.Index):
+        times = times.to_numpy()
+    arr = np.asarray(times)
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return arr.astype("datetime64[ns]")
+    if arr.dtype == object or arr.dtype.kind in "US":
+        flat = arr.ravel()
+        if flat.size and all(isinstance(v, pd.Timestamp | np.datetime64 | str) for v in flat):
+            try:
+                parsed = pd.to_datetime(flat, utc=True).tz_localize(None)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"forecast times look like dates but do not parse: {exc}") from exc
+            return parsed.to_numpy(dtype="datetime64[ns]").reshape(arr.shape)
+    return None
