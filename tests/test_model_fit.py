@@ -75,6 +75,16 @@ def test_history_warmup_and_early_stopping(cohort):
     assert "stopped early" in repr(m)
 
 
+def test_a_training_shorter_than_the_warmup_still_ends_on_the_full_elbo(cohort):
+    m = TwinModel(cohort.schema, latent_dim=2, default_spec=SPEC)
+    m.fit(cohort, seed=0, epochs=10, patience=50, progress=False)  # default warm-up: 50 epochs
+    h = m.history
+    assert h.kl_weight[:5] == pytest.approx([(k + 1) / 5 for k in range(5)])
+    assert h.kl_weight[4:] == [1.0] * 6
+    assert 4 <= h.best_epoch <= 9  # chosen among full-ELBO epochs (was -1: never compared)
+    assert h.validation_loss[h.best_epoch] == min(h.validation_loss[4:])
+
+
 def test_without_validation_trains_all_epochs(cohort):
     m = TwinModel(cohort.schema, latent_dim=2, default_spec=SPEC)
     m.fit(cohort, seed=0, epochs=12, validation_fraction=0.0, progress=False)

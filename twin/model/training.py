@@ -39,7 +39,9 @@ class TrainingConfig:
     patience
         Epochs without improvement of the validation loss before stopping.
     kl_warmup_epochs
-        The KL term's weight rises linearly from 0 to 1 over these epochs.
+        The KL term's weight rises linearly from 0 to 1 over these epochs, at most
+        half of ``epochs`` (so that a short training still ends on the full ELBO,
+        and early stopping and the best-epoch choice compare full-ELBO losses).
     modality_dropout
         Probability of dropping each observed modality in the subset copy of every
         batch (at least one modality is kept).
@@ -276,8 +278,9 @@ def train(
         history = TrainingHistory([], [], [], best_epoch=-1, stopped_early=False, seconds=0.0)
         stopper = EarlyStopping(config.patience)
         bar = tqdm(range(config.epochs), desc="fit", disable=not progress, leave=False)
+        warmup = min(config.kl_warmup_epochs, config.epochs // 2)
         for epoch in bar:
-            beta = kl_weight_at(epoch, config.kl_warmup_epochs)
+            beta = kl_weight_at(epoch, warmup)
             loss = train_epoch(pyro_model, optimizer, train_data, config, beta, generator)
             history.train_loss.append(loss)
             history.kl_weight.append(beta)
@@ -288,7 +291,7 @@ def train(
             val = evaluate_loss(pyro_model, validation_data, max(config.batch_size, 256))
             history.validation_loss.append(val)
             bar.set_postfix(loss=f"{loss:.4g}", val=f"{val:.4g}")
-            if epoch + 1 >= config.kl_warmup_epochs:  # compare at full KL weight only
+            if epoch + 1 >= warmup:  # compare at full KL weight only
                 stopper.update(epoch, val, module)
                 history.best_epoch = stopper.best_epoch
                 if stopper.should_stop:
