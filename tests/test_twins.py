@@ -54,6 +54,14 @@ def test_impute_keeps_observed_values_and_flags_them(fitted):
     assert (q05 < q50).all() and (q50 < q95).all()
 
 
+def test_quantile_levels_outside_0_1_are_refused_by_name(fitted):
+    model, _, test = fitted
+    twins = model.instantiate(test)
+    for bad in ((0.5, 1.2), (), (0.0,)):
+        with pytest.raises(ValueError, match=r"quantile levels must be in \(0, 1\)"):
+            twins.impute(n_draws=20, quantiles=bad)
+
+
 def test_impute_mixed_types_follow_the_documented_conventions(fitted):
     model, _, test = fitted
     partial = test.hide("clinical")

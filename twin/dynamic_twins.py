@@ -30,7 +30,7 @@ from twin.cohort import Cohort
 from twin.dynamics import kalman_filter, rts_smoother
 from twin.model.dynamic_data import Sequences, pack_steps
 from twin.model.state_filter import filter_states, is_linear, predict_moments
-from twin.twins import DEFAULT_QUANTILES, quantile_suffix
+from twin.twins import DEFAULT_QUANTILES, check_quantiles, quantile_suffix
 
 if TYPE_CHECKING:
     from twin.model.dynamic_model import DynamicTwinModel
@@ -410,6 +410,7 @@ class DynamicTwins:
         Quantiles are exact (monotone transforms of Gaussian quantiles); the mean and
         sd of ``log``/``log1p`` features use the log-normal formulas.
         """
+        check_quantiles(quantiles)
         absolute, given, shared = self._requested_times(times, relative_to)
         self._warn_before_first_observation(absolute, relative_to)
         with self.model.threads():

@@ -26,7 +26,13 @@ from twin.model.predictive import (
     split_draws,
 )
 from twin.model.threads import seeded
-from twin.twins import DEFAULT_QUANTILES, Twins, imputation_dataset, sample_dataset
+from twin.twins import (
+    DEFAULT_QUANTILES,
+    Twins,
+    check_quantiles,
+    imputation_dataset,
+    sample_dataset,
+)
 
 if TYPE_CHECKING:
     from twin.model.ensemble import TwinEnsemble
@@ -113,6 +119,7 @@ class EnsembleTwins:
         """
         if n_draws < 2:
             raise ValueError("n_draws must be at least 2")
+        check_quantiles(quantiles)
         qs = [float(q) for q in quantiles]
         with self._seeded(seed):
             summary = mixture_predictive_summary(self._parts(n_draws), self.data.covariates, qs)

@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 
 
+def check_quantiles(quantiles: Sequence[float]) -> list[float]:
+    """Quantile levels as floats; refuse an empty list or a level outside (0, 1)."""
+    qs = [float(q) for q in quantiles]
+    bad = [q for q in qs if not 0 < q < 1]
+    if not qs or bad:
+        raise ValueError(f"quantile levels must be in (0, 1), got {list(quantiles)}")
+    return qs
+
+
 def quantile_suffix(q: float) -> str:
     """Variable suffix of a quantile level: 0.05 -> ``"q05"``, 0.5 -> ``"q50"``, 0.025 -> ``"q025"``.
 
@@ -180,7 +189,7 @@ class Twins:
         if n_draws < 2:
             raise ValueError("n_draws must be at least 2")
         module = self.model._require_fitted()
-        qs = [float(q) for q in quantiles]
+        qs = check_quantiles(quantiles)
         with self._seeded(seed):
             summary = predictive_summary(
                 module, self.loc, self.scale_tril, self.data.covariates, n_draws, qs

@@ -41,7 +41,7 @@ from twin.model.data import ObservedData, check_modality
 from twin.model.ensemble import member_seed
 from twin.model.member_training import MemberJob, fit_members
 from twin.model.predictive import split_draws
-from twin.twins import DEFAULT_QUANTILES, Twins, quantile_suffix
+from twin.twins import DEFAULT_QUANTILES, Twins, check_quantiles, quantile_suffix
 
 __all__ = ["AUTO_REFINE_STEPS", "DEFAULT_SPEC", "DEFAULT_TRAINING", "PropertyTwinModel"]
 
@@ -739,6 +739,7 @@ class PropertyTwinModel:
             (derived features recomputed).  Coordinates ``unit`` and ``modality`` on
             ``property``.
         """
+        check_quantiles(quantiles)
         built, x, offset = self._build(inputs, observed, refine_steps, seed)
         shift = 0.0 if offset is None else offset
         ids = built[0].individuals.astype(str)
