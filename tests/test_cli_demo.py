@@ -40,6 +40,11 @@ def test_info_command_describes_a_saved_cohort(tmp_path) -> None:
     missing = CliRunner().invoke(app, ["info", str(tmp_path / "none[mL/min].nc")])
     assert missing.exit_code == 1 and "no cohort file" in missing.output
     assert "none[mL/min].nc" in missing.output
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    folder = CliRunner().invoke(app, ["info", str(tmp_path / "model")])
+    assert folder.exit_code == 1 and "is a folder, not a cohort file" in folder.output
+    assert "saved model" in folder.output and "Errno" not in folder.output
 
 
 def test_demo_longitudinal_step_forecasts_updates_and_simulates(tmp_path) -> None:

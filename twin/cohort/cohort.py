@@ -593,6 +593,16 @@ class Cohort:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no cohort file at {path}")
+        if path.is_dir():
+            saved_model = (path / "model.json").exists()
+            raise ValueError(
+                f"{path} is a folder, not a cohort file"
+                + (
+                    " (it holds a saved model: TwinModel.load / DynamicTwinModel.load)"
+                    if saved_model
+                    else "; cohorts are single .nc files written by 'twin ingest' or Cohort.save"
+                )
+            )
         try:
             with xr.open_dataset(path, engine="h5netcdf") as ds:
                 data = ds.load()
