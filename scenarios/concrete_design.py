@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
 
     cohort = concrete_cohort(data_path())
     print(cohort)
+    if args.base is not None and args.base not in set(cohort.individuals.astype(str)):
+        examples = ", ".join(cohort.individuals.astype(str)[:3])
+        ap.error(f"--base {args.base!r} is not a mix of the data (mix ids such as {examples})")
     model = concrete_twin(n_members=args.members)
     model.fit(cohort, seed=args.seed, epochs=args.epochs, progress=True)
     print(model)

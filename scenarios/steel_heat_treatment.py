@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     cohort = read_nims(path)
     comp = pd.DataFrame(cohort.values("composition"), index=cohort.individuals, columns=COMPOSITION)
     heat = comp.groupby(COMPOSITION, sort=False).ngroup()
+    if not 0 <= args.heat <= heat.max():
+        ap.error(f"--heat must be between 0 and {heat.max()} (the table's heats), got {args.heat}")
     held = heat == args.heat
     train, test = cohort.select(~held.to_numpy()), cohort.select(held.to_numpy())
     model = steel_twin().fit(train, seed=args.seed, epochs=args.epochs, progress=True)

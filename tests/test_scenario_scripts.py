@@ -38,6 +38,18 @@ def test_concrete_design_script_sweeps_and_designs(monkeypatch, tmp_path, capsys
     assert "nearest real mixes" in out
 
 
+def test_concrete_design_script_checks_its_base_mix_before_training(monkeypatch, tmp_path, capsys):
+    import pytest
+
+    monkeypatch.setenv("TWIN_DATA", str(tmp_path))
+    script = load_script("concrete_design.py")
+    with pytest.raises(SystemExit) as info:
+        script.main(["--base", "mix-nope"])  # 600 epochs if it trained first
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--base 'mix-nope' is not a mix of the data (mix ids such as mix-" in err
+
+
 def test_steel_script_runs_on_a_nims_shaped_table(monkeypatch, tmp_path, capsys):
     """The steel what-if on the synthetic NIMS-shaped table (the real one is GPL-3, not
     shipped): the script reads ``$TWIN_DATA``, sweeps tempering and updates from hardness."""
