@@ -343,3 +343,17 @@ def test_graph_plot():
     assert labels == ["composition", "inclusions", "processing", "properties"]
     assert "may inform" in ax.get_title()
     plt.close(ax.figure)
+
+
+def test_the_readers_follow_their_own_separator_hint(tmp_path):
+    """The hint names csv_options, and read_concrete / read_nims accept it."""
+    table = pd.read_csv(CONCRETE)
+    semi = tmp_path / "concrete_semicolons.csv"
+    table.to_csv(semi, sep=";", index=False)
+    with pytest.raises(ValueError, match=r"Pass csv_options=\{'sep': ';'\}"):
+        read_concrete(semi)
+    assert len(read_concrete(semi, csv_options={"sep": ";"})) == len(read_concrete(CONCRETE))
+    header = ";".join(["Fatigue", "Tensile"])
+    (tmp_path / "nims.csv").write_text(header + "\n1;2\n")
+    with pytest.raises(ValueError, match=r"nims.csv: one column .* Pass csv_options"):
+        read_nims(tmp_path / "nims.csv")

@@ -340,15 +340,25 @@ class _Spec:
         missing = [c for c in self.used_columns() if c not in have]
         missing += [c for c in self.limits if c not in have and c not in missing]
         if missing:
-            hint = ""
-            if len(have) == 1:
-                sep = next((c for c in ";\t|" if c in have[0]), None)
-                if sep is not None:
-                    hint = (
-                        f" (one column whose name holds {sep!r}: is the file {sep!r}-separated? "
-                        f"pass csv_options={{'sep': {sep!r}}})"
-                    )
-            raise ValueError(f"{name}: missing column(s) {missing}; the table has {have}{hint}")
+            more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
+            raise ValueError(
+                f"{name}: {separator_hint(have)}missing column(s) {missing[:8]}{more}; "
+                f"the table has {[h[:60] for h in have[:8]]}"
+                + (f" ... ({len(have)} in all)" if len(have) > 8 else "")
+            )
+
+
+def separator_hint(header: Sequence[str]) -> str:
+    """``"is the file ';'-separated? ..."`` when a one-column header holds ``;``, tab or ``|``."""
+    if len(header) != 1:
+        return ""
+    sep = next((c for c in ";\t|" if c in header[0]), None)
+    if sep is None:
+        return ""
+    return (
+        f"one column whose name holds {sep!r}: is the file {sep!r}-separated? "
+        f"Pass csv_options={{'sep': {sep!r}}}; "
+    )
 
 
 # ---------------------------------------------------------------------- loading

@@ -18,6 +18,7 @@ In the cohort
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -80,7 +81,12 @@ def _binder(mix: pd.DataFrame) -> pd.Series:
     return mix["cement"] + mix["blast_furnace_slag"] + mix["fly_ash"]
 
 
-def read_concrete(path: str | os.PathLike | pd.DataFrame, *, duplicates: str = "skip") -> Cohort:
+def read_concrete(
+    path: str | os.PathLike | pd.DataFrame,
+    *,
+    duplicates: str = "skip",
+    csv_options: Mapping | None = None,
+) -> Cohort:
     """Read a concrete table into a cohort; bad rows are skipped and reported.
 
     Parameters
@@ -93,6 +99,8 @@ def read_concrete(path: str | os.PathLike | pd.DataFrame, *, duplicates: str = "
         skipped and reported, as neither value can be preferred.  ``"replicates"``:
         keep them as replicate specimens (another visit slot at the same age).  Rows
         identical in every column are copies and kept once either way.
+    csv_options
+        Extra :func:`pandas.read_csv` arguments, e.g. ``{"sep": ";"}``.
 
     Returns
     -------
@@ -144,6 +152,7 @@ def read_concrete(path: str | os.PathLike | pd.DataFrame, *, duplicates: str = "
             }
         },
         duplicates=duplicates,
+        csv_options=csv_options,
         attrs={
             GRAPH_ATTR: graph.to_dict(),
             "twin_domain": "materials/concrete",

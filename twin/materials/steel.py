@@ -35,12 +35,13 @@ working (cross-section of the ingot over that of the bar, dimensionless).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from twin.cohort import Cohort
-from twin.io.tables import read_table_cohort
+from twin.io.tables import read_table_cohort, separator_hint
 from twin.materials.graph import GRAPH_ATTR, ProcessGraph
 
 __all__ = ["NIMS_COLUMNS", "read_nims", "steel_graph"]
@@ -126,15 +127,17 @@ def steel_graph() -> ProcessGraph:
     )
 
 
-def _header(path: str | os.PathLike | pd.DataFrame) -> list[str]:
+def _header(path: str | os.PathLike | pd.DataFrame, csv_options: Mapping | None) -> list[str]:
     if isinstance(path, pd.DataFrame):
         return [str(c) for c in path.columns]
     if not Path(path).exists():
         raise FileNotFoundError(f"no table at {path}")
-    return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    return [str(c) for c in pd.read_csv(path, nrows=0, **dict(csv_options or {})).columns]
 
 
-def read_nims(path: str | os.PathLike | pd.DataFrame) -> Cohort:
+def read_nims(
+    path: str | os.PathLike | pd.DataFrame, *, csv_options: Mapping | None = None
+) -> Cohort:
     """Read the NIMS steel fatigue table into a cohort; bad rows are skipped and reported.
 
     Parameters
@@ -143,6 +146,8 @@ def read_nims(path: str | os.PathLike | pd.DataFrame) -> Cohort:
         CSV (or DataFrame) with the column headers listed in :data:`NIMS_COLUMNS`
         (those of the published table; the misspelt ``Temperaing Temperature`` and
         the corrected spelling are both accepted).
+    csv_options
+        Extra :func:`pandas.read_csv` arguments, e.g. ``{"sep": ";"}``.
 
     Returns
     -------
@@ -167,7 +172,7 @@ def read_nims(path: str | os.PathLike | pd.DataFrame) -> Cohort:
     temperature, ratio, strength or hardness, or a composition or inclusion content
     outside 0–100 %.
     """
-    header = _header(path)
+    header = _header(path, csv_options)
     name = "<DataFrame>" if isinstance(path, pd.DataFrame) else str(path)
     column_of: dict[str, str] = {}
     missing = []
@@ -178,7 +183,9 @@ def read_nims(path: str | os.PathLike | pd.DataFrame) -> Cohort:
         else:
             missing.append(aliases[0])
     if missing:
-        raise ValueError(f"{name}: missing NIMS column(s) {missing}; the table has {header}")
+        raise ValueError(
+            f"{name}: {separator_hint(header)}missing NIMS column(s) {missing}; the table has {header[:8]}"
+        )
     modalities: dict[str, list[str]] = {m: [] for m in _MODALITIES}
     units, displays, rename, bounds = {}, {}, {}, {}
     for feature, (modality, _, unit, display) in NIMS_COLUMNS.items():
@@ -193,6 +200,7 @@ def read_nims(path: str | os.PathLike | pd.DataFrame) -> Cohort:
         path,
         id_column=None,
         id_prefix="steel-",
+        csv_options=csv_options,
         modalities=modalities,
         units=units,
         displays=displays,
