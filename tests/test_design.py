@@ -220,6 +220,7 @@ def test_inverse_design_fixed_inputs_and_derived_settings():
             SettingError,
             "outside its bounds",
         ),
+        ({"cost": "a", "fixed": {"b": 5.0}}, SettingError, "outside the training range"),
         ({"cost": "a", "bounds": {"a": (0.8, 0.2)}}, SettingError, "empty"),
         ({"cost": "a", "fixed": {"total": 1.0}}, SettingError, "cannot be set"),
         ({"cost": "a", "fixed": {"a": 0.5, "b": 0.5}}, SettingError, "nothing to design"),

@@ -442,10 +442,18 @@ def inverse_design(
     for k, (lo, hi) in bounds.items():
         if not lo <= hi:
             raise SettingError(f"bounds of {k!r} are empty: ({lo:g}, {hi:g})")
+    stats = model.input_stats
     for k, v in fixed.items():
         if k in bounds and not bounds[k][0] <= v <= bounds[k][1]:
             lo, hi = bounds[k]
             raise SettingError(f"fixed {k} = {v:g} lies outside its bounds ({lo:g}, {hi:g})")
+        if k not in bounds and stats is not None and k in stats.index:
+            lo, hi = float(stats.loc[k, "min"]), float(stats.loc[k, "max"])
+            if not lo <= v <= hi:  # the default bounds: the training range
+                raise SettingError(
+                    f"fixed {k} = {v:g} lies outside the training range ({lo:g}, {hi:g}), the "
+                    f"default bounds; pass bounds={{{k!r}: (low, high)}} to design there anyway"
+                )
 
     solved = {model.derived[k].adjusts for k in fixed if k in model.derived}
     free = [n for n in model.base_inputs if n not in fixed and n not in solved]
