@@ -57,16 +57,37 @@ if TYPE_CHECKING:  # pragma: no cover
     from twin.twins import Twins
 
 
+#: Sub-packages reachable as ``twin.<name>`` after a plain ``import twin`` (loaded on use).
+_SUBMODULES = (
+    "cohort",
+    "datasets",
+    "evaluate",
+    "io",
+    "materials",
+    "materials_twins",
+    "model",
+    "plot",
+    "scenario",
+    "simulation",
+)
+
+
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"twin.{name}")
     raise AttributeError(f"module 'twin' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    public = [n for n in globals() if not n.startswith("_") and n not in _HIDDEN]
+    return sorted({*public, *_LAZY, *_SUBMODULES, "__version__"})
+
+
+_HIDDEN = {"annotations", "importlib", "TYPE_CHECKING"}
 
 
 __all__ = [
