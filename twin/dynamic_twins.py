@@ -483,8 +483,8 @@ class DynamicTwins:
         ones are taken as already known), so passing the full updated record is
         fine.  Times are matched by calendar date: a new export with its own
         reference time (e.g. a FHIR bundle of recent records, read alone) is moved
-        onto the twins' reference time first. Individuals are matched by id; twins absent from ``new_observations``
-        are unchanged. Interventions of the new cohort are added to the recorded ones
+        onto the twins' reference time first.  Individuals are matched by id; twins
+        absent from ``new_observations`` are unchanged. Interventions of the new cohort are added to the recorded ones
         (they drive the state between the current time and the new observations).
         The parameters are not retrained.
 

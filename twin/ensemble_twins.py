@@ -119,8 +119,7 @@ class EnsembleTwins:
         """
         if n_draws < 2:
             raise ValueError("n_draws must be at least 2")
-        check_quantiles(quantiles)
-        qs = [float(q) for q in quantiles]
+        qs = check_quantiles(quantiles)
         with self._seeded(seed):
             summary = mixture_predictive_summary(self._parts(n_draws), self.data.covariates, qs)
         if calibrated:

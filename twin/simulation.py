@@ -257,7 +257,7 @@ def simulate_twins(
     module = model._require_fitted()
     scen = _as_scenarios(scenarios)
     agents = list(model.agents or [])
-    _check_scenarios(scen, agents, model.agent_exposure, getattr(model, "agent_names", {}))
+    _check_scenarios(scen, agents, model.agent_exposure, model.agent_names)
     if origin not in ("current", "reference"):
         raise ValueError(f"origin must be 'current' or 'reference', got {origin!r}")
     R = int(n_draws)

@@ -187,7 +187,7 @@ def static_block(
         for col in table.columns
     }
     for col, feat in metas.items():
-        if not (types.get(str(col)) or (info_map.get(str(col)) or {}).get("type")):
+        if not _declared_type(col, info_map, types):
             _check_identifier_like(modality, feat, table[col])
     table = table.reindex(individuals.astype(object))
     features, columns = [], []
@@ -213,6 +213,11 @@ def static_block(
     return data_vars, feature_coords(modality, features), features
 
 
+def _declared_type(col: object, info: Mapping[str, dict], types: Mapping[str, str]) -> str:
+    """The type the caller gave a column (``feature_types`` or ``feature_info``), or ``""``."""
+    return str(types.get(str(col)) or (info.get(str(col)) or {}).get("type") or "")
+
+
 #: Share of a text column's cells that must read as numbers for the column to be taken
 #: as numeric with a few stray cells (``"n.a."``, ``"1,5"``) rather than as categorical.
 NUMERIC_SHARE = 0.9
@@ -227,9 +232,8 @@ def _numeric_despite_stray_text(
     converted = {}
     for col in table.columns:
         values = table[col]
-        declared = types.get(str(col)) or (info.get(str(col)) or {}).get("type")
         textual = pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
-        if declared or not textual:
+        if _declared_type(col, info, types) or not textual:
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         present = values.notna()

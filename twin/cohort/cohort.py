@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -267,8 +268,6 @@ class Cohort:
             Warn when observed values of the schema's features cannot be used (another
             unit under the same name, a level the schema does not have), naming them.
         """
-        import warnings
-
         from twin.cohort.conform import conform_dataset
 
         ds, report = conform_dataset(self.data, schema)
@@ -694,8 +693,6 @@ def _warn_if_disjoint(tables: Mapping[str, pd.DataFrame]) -> None:
         for i in set(map(str, table.index)):
             seen[i] = seen.get(i, 0) + 1
     if seen and max(seen.values()) == 1:
-        import warnings
-
         examples = {name: [str(i)[:20] for i in t.index[:2]] for name, t in tables.items()}
         warnings.warn(
             f"the tables {list(tables)} share no individual id (first ids: {examples}); "
@@ -742,8 +739,6 @@ def _reduce_visits(vals: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
         return np.where(any_obs, picked, np.nan)
     masked = np.where(mask, vals, np.nan)
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fn = {"mean": np.nanmean, "min": np.nanmin, "max": np.nanmax}[how]

@@ -936,8 +936,8 @@ class DynamicTwinModel:
         """Learned effect of a constant unit exposure of each agent on each feature.
 
         One row per agent (code and ``agent_name``), feature and horizon (days after the
-        exposure starts; None: steady state): ``effect`` in the feature's transformed units (data units for
-        untransformed features; a log-ratio for ``log``/``log1p``). See
+        exposure starts; None: steady state): ``effect`` in the feature's transformed
+        units (data units for untransformed features; a log-ratio for ``log``/``log1p``). See
         :mod:`twin.model.effect_priors`; the prior (if any) is listed next to it.
         """
         module = self._require_fitted()
