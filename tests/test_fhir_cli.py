@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 from typer.testing import CliRunner
 
 import twin
@@ -22,6 +23,21 @@ def test_ingest_writes_a_cohort_and_prints_the_report(tmp_path):
     assert len(cohort) == 3
     assert "FHIR ingestion of" in result.output and "kept apart" in result.output
     assert cohort.attr_json("twin_ingest_report")["individuals"] == 3
+
+
+def test_ingest_medication_days_sets_how_long_a_lone_stopped_order_lasts(tmp_path):
+    out = tmp_path / "cohort.nc"
+    args = ["ingest", str(SYNTHEA), "-o", str(out), "-q", "--medication-days", "60"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "end-assumed" in result.output
+    iv = twin.Cohort.load(out).interventions
+    med = iv[iv["kind"] == "medication"]
+    once = med.groupby(["individual", "agent"])["agent"].transform("size") == 1
+    lasted = (med["end"] - med["start"])[once & med["end"].notna()]
+    assert len(lasted) and (lasted == pd.Timedelta(days=60)).all()
+    bad = runner.invoke(app, [*args[:4], "-q", "--overwrite", "--medication-days", "0"])
+    assert bad.exit_code == 1 and "medication_days must be a positive" in bad.output
 
 
 def test_ingest_refuses_to_overwrite_without_flag(tmp_path):

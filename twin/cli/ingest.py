@@ -24,6 +24,12 @@ def ingest(
         help="Validate each resource with a plain R4B model call "
         "instead of the (equivalent, faster) memoised validation.",
     ),
+    medication_days: float = typer.Option(
+        30.0,
+        "--medication-days",
+        help="Days a stopped medication order without an end lasts when it was never "
+        "renewed (docs/fhir.md).",
+    ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
 ) -> None:
     """Read FHIR R4 records into a cohort and save it as NetCDF."""
@@ -41,6 +47,7 @@ def ingest(
             n_jobs=jobs,
             validate="full" if full_validation else True,
             progress=not quiet,
+            medication_days=medication_days,
         )
     except (FileNotFoundError, FHIRIngestError, ValueError) as exc:
         raise fail(exc, EXIT_BAD_INPUT, err) from exc

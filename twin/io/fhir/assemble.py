@@ -16,6 +16,7 @@ import pandas as pd
 
 from twin.cohort import INTERVENTION_COLUMNS, Cohort
 from twin.io.fhir import references as refs
+from twin.io.fhir.courses import close_medication_courses
 from twin.io.fhir.elements import LOINC, SNOMED, feature_name
 from twin.io.fhir.features import FeatureSelection
 from twin.io.fhir.report import ATTR as REPORT_ATTR
@@ -393,8 +394,9 @@ def condition_indicators(
 
 
 # ------------------------------------------------------------------ interventions
-def intervention_table(ctx: _Context) -> pd.DataFrame:
-    """Canonical intervention table; ``medicationReference`` resolved via Medication resources."""
+def intervention_table(ctx: _Context, medication_days: float = 30.0) -> pd.DataFrame:
+    """Canonical intervention table; ``medicationReference`` resolved via Medication
+    resources, open medication orders closed into courses (:mod:`twin.io.fhir.courses`)."""
     iv = ctx.tables["intervention"].copy()
     meds = ctx.tables["medication"].drop_duplicates("key").set_index("key")
     pending = iv["medication_ref"] != ""
@@ -414,6 +416,10 @@ def intervention_table(ctx: _Context) -> pd.DataFrame:
     iv = iv[iv["agent"] != ""]
     iv["start"] = _parse_times(iv["start"])
     iv["end"] = _parse_times(iv["end"])
+    iv, closed = close_medication_courses(iv, medication_days)
+    for category, n in closed.items():
+        if n:
+            ctx.report.notes[category] = ctx.report.notes.get(category, 0) + n
     for kind, n in iv["kind"].value_counts().items():
         ctx.report.interventions[str(kind)] = int(n)
     return iv[[c for c in INTERVENTION_COLUMNS if c in iv.columns]].reset_index(drop=True)
@@ -462,6 +468,7 @@ def build_cohort(
     report: IngestReport,
     features: FeatureSelection,
     conditions: FeatureSelection,
+    medication_days: float = 30.0,
 ) -> Cohort:
     """Assemble the cohort from all worker results (see the module docstring)."""
     ctx = _Context(results, report)
@@ -489,7 +496,7 @@ def build_cohort(
     reference_time = visits.groupby("individual")["time"].min()
     report.visits = int(len(visits))
 
-    iv = intervention_table(ctx)
+    iv = intervention_table(ctx, medication_days)
     records = reference_records(ctx)
     kept = np.ones(len(ctx.rtypes), dtype=bool)
     kept[list(ctx.dropped)] = False

@@ -86,7 +86,7 @@ def _medication(resource: dict) -> tuple[str, str, str, str]:
     return "", "", display, ref_key(reference)
 
 
-def _row(res, subject, med, kind, start, end, dose, unit, route, interval) -> tuple:
+def _row(res, resource, subject, med, kind, start, end, dose, unit, route, interval) -> tuple:
     system, code, display, med_ref = med
     return (
         res,
@@ -102,6 +102,7 @@ def _row(res, subject, med, kind, start, end, dose, unit, route, interval) -> tu
         route,
         interval,
         med_ref,
+        text(resource.get("status")),
     )
 
 
@@ -125,6 +126,7 @@ def map_medication_request(resource: dict, res: int) -> Mapped:
     start = text(resource.get("authoredOn")) or b_start
     row = _row(
         res,
+        resource,
         subject_key(resource, "subject"),
         med,
         "medication",
@@ -149,6 +151,7 @@ def map_medication_statement(resource: dict, res: int) -> Mapped:
     start = start or text(resource.get("dateAsserted")) or b_start
     row = _row(
         res,
+        resource,
         subject_key(resource, "subject"),
         med,
         "medication",
@@ -172,6 +175,7 @@ def map_medication_administration(resource: dict, res: int) -> Mapped:
     start, end = choice_time(resource, "effective")
     row = _row(
         res,
+        resource,
         subject_key(resource, "subject"),
         med,
         "medication",
@@ -195,6 +199,7 @@ def map_immunization(resource: dict, res: int) -> Mapped:
     dose, unit = _quantity(resource.get("doseQuantity"))
     row = _row(
         res,
+        resource,
         subject_key(resource, "patient"),
         med,
         "immunization",

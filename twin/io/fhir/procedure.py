@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twin.io.fhir.elements import SNOMED, choice_time, pick_coding, subject_key
+from twin.io.fhir.elements import SNOMED, choice_time, pick_coding, subject_key, text
 from twin.io.fhir.rows import Mapped
 
 SKIPPED_STATUSES = frozenset({"not-done", "entered-in-error", "preparation"})
@@ -34,5 +34,6 @@ def map_procedure(resource: dict, res: int) -> Mapped:
         "",
         NAN,
         "",
+        text(status),
     )
     return [("intervention", row)], []

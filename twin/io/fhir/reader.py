@@ -131,6 +131,7 @@ def ingest(
     validate: bool | str = True,
     progress: bool | Callable[[Task], None] = False,
     max_details: int = 10_000,
+    medication_days: float = 30.0,
 ) -> tuple[Cohort, IngestReport]:
     """Read FHIR R4 data into a cohort and say what happened.
 
@@ -157,6 +158,12 @@ def ingest(
         ``True`` shows a tqdm bar over files; a callable is called with each finished task.
     max_details
         How many skipped entries the report lists individually (counts are complete).
+    medication_days
+        How long a stopped medication order lasts when the record gives no end and the
+        drug was never renewed (days).  Renewals of one drug become one course and a
+        stopped order at the end of a chain lasts one more renewal interval; the
+        counts of each assumption are in the report's notes
+        (:mod:`twin.io.fhir.courses`).
 
     Returns
     -------
@@ -171,6 +178,10 @@ def ingest(
         No Patient could be read (the error's ``report`` lists what went wrong).
     """
     start = time.perf_counter()
+    if not (isinstance(medication_days, int | float) and 0 < medication_days < float("inf")):
+        raise ValueError(
+            f"medication_days must be a positive number of days, got {medication_days!r}"
+        )
     features = features or FeatureSelection()
     conditions = conditions or FeatureSelection(min_share=features.min_share)
     mode = validation_mode(validate)
@@ -209,7 +220,7 @@ def ingest(
     if not any(r.rows["patient"] for r in results):
         raise FHIRIngestError(_nothing_read(path, files, report), report)
     with _no_gc():
-        cohort = build_cohort(results, report, features, conditions)
+        cohort = build_cohort(results, report, features, conditions, medication_days)
     report.seconds = time.perf_counter() - start
     cohort.data.attrs[REPORT_ATTR] = json.dumps(report.to_dict(), default=str)
     return cohort, report
@@ -238,6 +249,7 @@ def read_fhir(
     validate: bool | str = True,
     return_report: bool = False,
     progress: bool = False,
+    medication_days: float = 30.0,
 ) -> Cohort | tuple[Cohort, IngestReport]:
     """Read FHIR R4 bundles / NDJSON into a :class:`~twin.cohort.Cohort`.
 
@@ -257,5 +269,6 @@ def read_fhir(
         n_jobs=n_jobs,
         validate=validate,
         progress=progress,
+        medication_days=medication_days,
     )
     return (cohort, report) if return_report else cohort

@@ -34,6 +34,18 @@ NOTE_CATEGORIES: dict[str, str] = {
         "quantity without a unit read in the only unit its code is reported in, its value "
         "being in that unit's physiological range (blood pressures: mm[Hg])"
     ),
+    "end-from-renewal": (
+        "medication order without an end, ended where the next order of the same drug "
+        "starts (a renewal)"
+    ),
+    "end-from-renewal-interval": (
+        "stopped medication order without an end, the last of its renewals: lasts as long "
+        "as the renewal interval before it"
+    ),
+    "end-assumed": (
+        "stopped medication order without an end and never renewed: lasts medication_days "
+        "(default 30)"
+    ),
 }
 
 

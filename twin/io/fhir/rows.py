@@ -59,6 +59,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "route",
         "interval",
         "medication_ref",
+        "status",
     ),
     "medication": ("res", "key", "system", "code", "display"),
     "reference": (

@@ -1,0 +1,97 @@
+"""Medication orders without an end date → courses that end.
+
+A MedicationRequest rarely says when the drug was stopped: Synthea, like many EHR
+exports, writes ``status: stopped`` and no end at all, and writes one request per
+renewal (a statin renewed every year, a chemotherapy drug every cycle).  Read as they
+stand, each order is an exposure that never ends, and renewals stack: the 48th cycle of
+cisplatin would be an exposure of 48 doses at once, and a drug stopped years ago
+would still act on every later observation.
+
+:func:`close_medication_courses` applies the usual pharmaco-epidemiology reading,
+to ``kind="medication"`` rows without an end only:
+
+1. **Renewal.** An order followed by a later order of the same agent for the same
+   individual ends where the next one starts: the renewal replaces it, so a chain of
+   renewals is one continuous course (exposures never stack).
+2. **Stopped, last of a chain.** A ``stopped`` or ``completed`` order with no later
+   renewal lasts as long as the renewal interval before it (a yearly statin: one more
+   year; a monthly cycle: one more month).
+3. **Stopped, alone.** A ``stopped`` or ``completed`` order that was never renewed lasts
+   ``assumed_days`` (default 30 days: one usual supply).
+4. Anything else without an end (``active``, ``on-hold``, no status) stays open-ended:
+   still taken when the record ends.
+
+Each rule's count goes to the ingest report's notes (``end-from-renewal``,
+``end-from-renewal-interval``, ``end-assumed``), so a user sees how much of the
+exposure rests on an assumption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ENDED_STATUSES", "close_medication_courses"]
+
+#: Statuses of an order that is over (MedicationRequest / MedicationStatement).
+ENDED_STATUSES = frozenset({"stopped", "completed"})
+
+
+def close_medication_courses(
+    table: pd.DataFrame, assumed_days: float = 30.0
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """End the open medication orders of an intervention table (module docstring).
+
+    Parameters
+    ----------
+    table
+        Interventions with ``individual``, ``agent``, ``kind``, ``start``, ``end``
+        (datetimes; NaT: none given) and ``status``.
+    assumed_days
+        Duration of a stopped order that was never renewed, in days (> 0).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict)
+        The table with the ends filled (same index and row order) and the number of
+        ends set by each rule.
+    """
+    if not (np.isfinite(assumed_days) and assumed_days > 0):
+        raise ValueError(f"assumed_days must be a positive number of days, got {assumed_days!r}")
+    out = table.copy()
+    counts = {"end-from-renewal": 0, "end-from-renewal-interval": 0, "end-assumed": 0}
+    med = out[(out["kind"] == "medication") & out["start"].notna()]
+    if med.empty:
+        return out, counts
+    keys = ["individual", "agent", "start"]
+    # the previous and next *distinct* start of the same agent (orders written at the
+    # same time are concurrent, not renewals of each other)
+    starts = med[keys].drop_duplicates().sort_values(keys, kind="stable")
+    chain = starts.groupby(["individual", "agent"], sort=False)["start"]
+    index = pd.MultiIndex.from_frame(starts)
+    rows = pd.MultiIndex.from_frame(med[keys])
+    next_start = pd.Series(
+        pd.Series(chain.shift(-1).to_numpy(), index=index).reindex(rows).to_numpy(),
+        index=med.index,
+    )
+    previous = pd.Series(
+        pd.Series(chain.shift(1).to_numpy(), index=index).reindex(rows).to_numpy(),
+        index=med.index,
+    )
+    previous_gap = med["start"] - previous
+    open_end = med["end"].isna()
+    ended = med["status"].isin(ENDED_STATUSES)
+
+    renewed = open_end & next_start.notna()
+    last_of_chain = open_end & ended & next_start.isna() & previous_gap.notna()
+    alone = open_end & ended & next_start.isna() & previous_gap.isna()
+
+    end = med["end"].copy()
+    end[renewed] = next_start[renewed]
+    end[last_of_chain] = med["start"][last_of_chain] + previous_gap[last_of_chain]
+    end[alone] = med["start"][alone] + pd.Timedelta(days=float(assumed_days))
+    out.loc[med.index, "end"] = end
+    counts["end-from-renewal"] = int(renewed.sum())
+    counts["end-from-renewal-interval"] = int(last_of_chain.sum())
+    counts["end-assumed"] = int(alone.sum())
+    return out, counts
