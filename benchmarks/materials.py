@@ -354,6 +354,7 @@ def twin_model(cfg: dict, device: str, n_members: int = 1):
         latent_dim=cfg["latent_dim"],
         default_spec=spec,
         conditional=cfg.get("conditional", False),
+        increasing=cfg.get("increasing", True),
         n_members=n_members,
         device=device,
     )
@@ -434,7 +435,7 @@ def choose_twin(train, seed: int, device: str, epochs: int | None, k: int = 3) -
 def concrete_fold(train, test, seed: int, args) -> dict:
     """All concrete methods on one outer fold; returns predictions per task and method."""
 
-    out: dict = {"fc28": {}, "curve": {}, "info": {}}
+    out: dict = {"fc28": {}, "curve": {}, "info": {}, "shape": {}}
     rows_tr, rows_te = concrete_rows(train), concrete_rows(test)
     groups = rows_tr["mix_id"].to_numpy()
     x_tr = rows_tr[[*MIX_FEATURES, "age"]].to_numpy(dtype=float)
@@ -564,6 +565,7 @@ def concrete_fold(train, test, seed: int, args) -> dict:
             observed = early_observed(model, e_te, ids, out["info"]) if early else None
             cur = model.curve(mixes, ages, observed, n_draws=args.n_draws, seed=seed)
             add("curve", name, *(cur[v].values[row, col] for v in ("mean", "q05", "q95")))
+        out["shape"][method] = curve_falls(model, mixes, args.n_draws, seed)
 
     if "twin" in args.methods:
         t0 = time.perf_counter()
@@ -590,6 +592,24 @@ def concrete_fold(train, test, seed: int, args) -> dict:
         twin_tasks("twin_gbm", model, {"twin_gbm": True, "twin_gbm_mix_only": False})
         out["info"]["twin_gbm"] = {"gbm_config": cfg, "seconds": time.perf_counter() - t0}
     return out
+
+
+#: Ages at which the shape of the predicted curves is checked (days).
+SHAPE_AGES = (3.0, 7.0, 14.0, 28.0, 56.0, 90.0, 180.0, 270.0, 365.0)
+
+
+def curve_falls(model, mixes, n_draws: int, seed: int) -> dict:
+    """How often a twin's mean curve from the mix alone falls with age (by > 0.5 MPa, well
+    above the Monte Carlo error of a mean of 1000 draws)."""
+    cur = model.curve(mixes, np.array(SHAPE_AGES), None, n_draws=n_draws, seed=seed)
+    step = np.diff(cur["mean"].values, axis=1)
+    late = np.array(SHAPE_AGES[1:]) > 100
+    return {
+        "n_mixes": int(step.shape[0]),
+        "n_falling_anywhere": int((step < -0.5).any(axis=1).sum()),
+        "n_falling_after_100d": int((step[:, late] < -0.5).any(axis=1).sum()),
+        "sum_365_minus_180": float((cur["mean"].values[:, -1] - cur["mean"].values[:, -3]).sum()),
+    }
 
 
 def early_observed(model, e_te: pd.DataFrame, ids: pd.Index, info: dict) -> pd.DataFrame:
@@ -663,6 +683,18 @@ def run_concrete(args, root: Path) -> dict:
             for m in results["curve"]
         }
     results["curve_breakdown"] = by_age
+    # shape of the twins' mean curves from the mix alone, pooled over folds
+    shape: dict = {}
+    for f in folds:
+        for m, d in f["shape"].items():
+            acc = shape.setdefault(m, dict.fromkeys(d, 0))
+            for k, v in d.items():
+                acc[k] += v
+    for d in shape.values():
+        d["share_falling_anywhere"] = d["n_falling_anywhere"] / d["n_mixes"]
+        d["share_falling_after_100d"] = d["n_falling_after_100d"] / d["n_mixes"]
+        d["mean_365_minus_180"] = d.pop("sum_365_minus_180") / d["n_mixes"]
+    results["curve_shape"] = shape
     results["fold_info"] = [f["info"] for f in folds]
     results["n_mixes"] = int(len(cohort))
     results["age_mapping"] = cohort.attr_json("twin_age_mapping")
@@ -1023,6 +1055,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=5,
         help="ensemble members of the concrete and design twins (the inner selection fits one)",
     )
+    ap.add_argument(
+        "--twin-increasing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="latent concrete twin with strength non-decreasing in age (concrete_twin default)",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument(
         "--quick", action="store_true", help="2 folds, 60 epochs: checks the script runs"
@@ -1034,6 +1072,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.folds, args.epochs, args.n_draws, args.twin_members = 2, 60, 200, 2
         args.twin_config = args.twin_config or next(iter(TWIN_GRID))
         args.design_targets, args.design_candidates, args.design_iterations = [40.0], 256, 3
+    if not args.twin_increasing:
+        for cfg in TWIN_GRID.values():
+            cfg["increasing"] = False
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

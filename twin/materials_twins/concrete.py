@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from twin.cohort import Cohort
 from twin.materials import CONCRETE_AGES, read_concrete, strength_at_ages
 from twin.materials_twins.derived import CONCRETE_DERIVED
-from twin.materials_twins.property_twin import PropertyTwinModel
+from twin.materials_twins.property_twin import DEFAULT_SPEC, PropertyTwinModel
 
 __all__ = ["STEEL_INPUTS", "concrete_cohort", "concrete_twin", "steel_twin"]
 
@@ -51,12 +52,32 @@ def concrete_cohort(
     return strength_at_ages(read_concrete(path, duplicates=duplicates), ages)
 
 
-def concrete_twin(**kwargs: Any) -> PropertyTwinModel:
+def concrete_twin(*, increasing: bool | None = None, **kwargs: Any) -> PropertyTwinModel:
     """A :class:`PropertyTwinModel` of ``mix`` → ``strength_at_age`` with the concrete derived inputs.
 
-    ``kwargs`` go to :class:`PropertyTwinModel` (``latent_dim``, ``device``, ...).
+    Parameters
+    ----------
+    increasing
+        Whether predicted strength never falls with age: the ``strength_at_age``
+        decoder gets non-decreasing means across its ages
+        (``ModalitySpec(increasing=True)``, :class:`twin.model.increasing.IncreasingMeans`).
+        Default: on, unless a ``mean_model`` is given (the latent model then carries
+        deviations from the regression, which may fall with age).  Without it the
+        per-age decoders learn which mixes happened to be tested late: on held-out
+        mixes most predicted curves fell between 100 and 365 days.
+    **kwargs
+        Passed to :class:`PropertyTwinModel` (``latent_dim``, ``device``, ...).  A
+        ``specs["strength_at_age"]`` given here is used as it is.
     """
-    return PropertyTwinModel(["mix"], ["strength_at_age"], derived=CONCRETE_DERIVED, **kwargs)
+    if increasing is None:
+        increasing = kwargs.get("mean_model") is None
+    specs = dict(kwargs.pop("specs", None) or {})
+    if increasing and "strength_at_age" not in specs:
+        base = kwargs.get("default_spec") or DEFAULT_SPEC
+        specs["strength_at_age"] = dataclasses.replace(base, increasing=True)
+    return PropertyTwinModel(
+        ["mix"], ["strength_at_age"], derived=CONCRETE_DERIVED, specs=specs, **kwargs
+    )
 
 
 def steel_twin(inputs: Sequence[str] = STEEL_INPUTS, **kwargs: Any) -> PropertyTwinModel:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from twin.model.increasing import increasing_means_jax
 from twin.model.likelihoods import CategoricalHead, LikelihoodHead, NegativeBinomialHead
 
 
@@ -50,8 +51,10 @@ def export_model(model) -> dict:
     dict
         ``{"latent_dim": d, "latent_shift": (d,), "latent_scale": (d,),
         "expert_temperature": {name: tau}, "modalities": {name: {"decoder": {...},
-        "heads": [...]}}}``; decoders are described by :meth:`twin.nn.Decoder.export`
-        and take ``latent_shift + latent_scale * z`` as input.
+        "heads": [...], "increasing": None or {...}}}}``; decoders are described by
+        :meth:`twin.nn.Decoder.export` and take ``latent_shift + latent_scale * z`` as
+        input; ``increasing`` holds the buffers of
+        :class:`~twin.model.increasing.IncreasingMeans`, applied to the decoder output.
     """
     module = model._require_fitted()
     out: dict = {
@@ -68,6 +71,7 @@ def export_model(model) -> dict:
             "decoder": block.decoder.export(),
             "n_covariates": block.decoder.n_covariates,
             "heads": [_head_params(h) for h in block.heads],
+            "increasing": None if block.increasing is None else block.increasing.export(),
         }
     return out
 
@@ -178,6 +182,8 @@ def make_log_likelihood(
                 continue
             x = z_net if not spec["n_covariates"] else jnp.concatenate([z_net, cov])
             raw = _decoder_forward(spec["decoder"], x)
+            if spec.get("increasing") is not None:
+                raw = increasing_means_jax(spec["increasing"], raw)
             tau = exported["expert_temperature"][name] if tempered else 1.0
             start = 0
             for head in spec["heads"]:

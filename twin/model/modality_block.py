@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from twin.cohort import ModalitySchema
+from twin.model.increasing import IncreasingMeans
 from twin.model.likelihoods import HEADS, CategoricalHead, LikelihoodHead, masked_mean_sd
 from twin.model.specs import ModalitySpec
 from twin.nn.decoders import Decoder, build_decoder
@@ -76,6 +77,16 @@ class ModalityBlock(nn.Module):
         for h in heads:
             bounds.append(bounds[-1] + h.n_outputs)
         self.output_bounds = bounds
+        self.increasing: IncreasingMeans | None = None
+        if spec.increasing:
+            other = sorted({t for t in types if t != "continuous"})
+            if other or n < 2:
+                raise ValueError(
+                    f"modality {schema.name!r}: increasing=True needs at least two features, "
+                    "all continuous (ordered, e.g. strength at increasing ages); it has "
+                    + (f"{other} features" if other else f"{n} feature")
+                )
+            self.increasing = IncreasingMeans(n)
 
         self.encoder: Encoder = build_encoder(
             spec.encoder,
@@ -111,6 +122,9 @@ class ModalityBlock(nn.Module):
         self.input_scale.copy_(torch.where(numeric, scale, self.input_scale))
         for head in self.heads:
             head.fit_statistics(values[:, head.index], mask[:, head.index])
+        if self.increasing is not None:
+            (head,) = self.heads  # one continuous head over every feature, in order
+            self.increasing.fit_statistics(head.center, head.scale)
 
     # ------------------------------------------------------------------ encoder side
     def encoder_input(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -133,7 +147,8 @@ class ModalityBlock(nn.Module):
     # ------------------------------------------------------------------ decoder side
     def decode(self, z: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
         """Raw parameters ``(..., n_outputs)`` of every head."""
-        return self.decoder(z, covariates)
+        raw = self.decoder(z, covariates)
+        return raw if self.increasing is None else self.increasing(raw)
 
     def split(self, raw: torch.Tensor) -> Iterator[tuple[LikelihoodHead, torch.Tensor]]:
         """Each head with its slice of the raw decoder output."""

@@ -57,6 +57,12 @@ class ModalitySpec:
         the predictive; ``"group_ard"``: also an ARD prior per latent dimension on the
         first layer (modalities switch off dimensions they do not share; more
         conservative); ``"point"``: point estimates.  See :class:`twin.nn.MLPDecoder`.
+    increasing
+        ``True``: the modality's features are ordered (schema order) and their
+        conditional means never decrease along that order, for every latent state: a
+        growth curve such as strength at increasing test ages
+        (:class:`twin.model.increasing.IncreasingMeans`).  Every feature must be
+        continuous, and there must be at least two.
 
     Examples
     --------
@@ -74,6 +80,7 @@ class ModalitySpec:
     activation: str = "elu"
     dropout: float = 0.0
     decoder_weights: str = "ard"
+    increasing: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in MODALITY_KINDS:
@@ -93,6 +100,8 @@ class ModalitySpec:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.increasing, bool):
+            raise TypeError(f"increasing must be True or False, got {self.increasing!r}")
         object.__setattr__(self, "encoder_hidden", tuple(int(h) for h in self.encoder_hidden))
         object.__setattr__(self, "decoder_hidden", tuple(int(h) for h in self.decoder_hidden))
 

@@ -351,6 +351,7 @@ class TwinModel:
                 f"  {m.name:<{width}} {m.n_features:>5} features  ({lik_text}); "
                 f"encoder {spec.encoder}{list(spec.encoder_hidden)}, "
                 f"decoder {spec.decoder}{list(spec.decoder_hidden)}"
+                + (", non-decreasing means" if spec.increasing else "")
             )
         if self.covariate_encoder.names:
             lines.append(f"  decoder covariates: {', '.join(self.covariate_encoder.names)}")
