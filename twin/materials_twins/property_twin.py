@@ -22,8 +22,10 @@ as a table.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -907,6 +909,35 @@ class PropertyTwinModel:
             },
             attrs={"n_draws": int(n_draws), "seed": int(seed), "quantiles": qs},
         )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Save the fitted twin into the folder ``path`` (no pickle).
+
+        Refused for a twin on a ``mean_model`` (scikit-learn estimators are not stored);
+        see :mod:`twin.materials_twins.persistence`.
+        """
+        from twin.materials_twins.persistence import save_property_twin
+
+        return save_property_twin(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        derived: DerivedFeatures | None = None,
+        device: str | torch.device = "auto",
+        num_threads: int | None = 1,
+    ) -> PropertyTwinModel:
+        """Load a twin written by :meth:`save`.
+
+        ``derived`` is needed only for a twin saved with custom derived features
+        (their formulas are code); the concrete set is restored by name.
+        """
+        from twin.materials_twins.persistence import load_property_twin
+
+        return load_property_twin(path, derived=derived, device=device, num_threads=num_threads)
 
     @property
     def _kind(self) -> str:

@@ -41,6 +41,55 @@ def _is_member(path: Path, n_members: int) -> bool:
     return path.name in {member_folder(".", k).name for k in range(n_members)}
 
 
+def save_members(members, folder: Path, overwrite: bool) -> list[str]:
+    """Write each member into ``member_<k>/`` of ``folder``; returns their weights checksums.
+
+    An existing ``model.json`` of ``folder`` is removed first (the old model stops loading
+    now) and stale member folders are deleted; the caller writes the new ``model.json``
+    last.
+    """
+    if (folder / METADATA_FILE).exists():
+        (folder / METADATA_FILE).unlink()
+    stale = [p for p in folder.glob("member_*") if p.is_dir() and not _is_member(p, len(members))]
+    for path in stale:
+        shutil.rmtree(path)
+    for k, member in enumerate(members):
+        save_model(member, member_folder(folder, k), overwrite=overwrite)
+    return [
+        json.loads((member_folder(folder, k) / METADATA_FILE).read_text())["weights_sha256"]
+        for k in range(len(members))
+    ]
+
+
+def load_members(
+    folder: str | os.PathLike, meta: dict, device: str | torch.device, num_threads: int | None
+) -> list:
+    """The members listed in ``meta`` (``members``, ``members_weights_sha256``,
+    ``n_members``, ``schema_hash``), each checked against its checksum and the schema hash."""
+    names, checksums = meta["members"], meta["members_weights_sha256"]
+    if not len(names) == len(checksums) == meta["n_members"]:
+        raise ValueError(
+            f"{Path(folder) / METADATA_FILE}: lists {len(names)} members and {len(checksums)} "
+            f"checksums, n_members is {meta['n_members']}"
+        )
+    members = []
+    for name, checksum in zip(names, checksums, strict=True):
+        where = Path(folder) / name
+        member = load_model(where, device=device, num_threads=num_threads)
+        if member.schema.hash() != meta["schema_hash"]:
+            raise ValueError(
+                f"{where}: member schema hash {member.schema.hash()} differs from "
+                f"the model's {meta['schema_hash']} in {Path(folder) / METADATA_FILE}"
+            )
+        if json.loads((where / METADATA_FILE).read_text())["weights_sha256"] != checksum:
+            raise ValueError(
+                f"{where}: not the member {Path(folder) / METADATA_FILE} was written with "
+                "(weights checksum differs)"
+            )
+        members.append(member)
+    return members
+
+
 def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``ensemble`` into the folder ``path``; see the module docstring."""
     members = ensemble._require_fitted()
@@ -51,17 +100,7 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
         raise FileExistsError(
             f"{folder / METADATA_FILE} exists; pass overwrite=True (CLI: --overwrite) to replace it"
         )
-    if (folder / METADATA_FILE).exists():  # overwrite: the old ensemble stops loading now
-        (folder / METADATA_FILE).unlink()
-    stale = [p for p in folder.glob("member_*") if p.is_dir() and not _is_member(p, len(members))]
-    for path in stale:
-        shutil.rmtree(path)
-    for k, member in enumerate(members):
-        save_model(member, member_folder(folder, k), overwrite=overwrite)
-    checksums = [
-        json.loads((member_folder(folder, k) / METADATA_FILE).read_text())["weights_sha256"]
-        for k in range(len(members))
-    ]
+    checksums = save_members(members, folder, overwrite)
     first = members[0]
     options = {
         "specs": {m: s.to_dict() for m, s in first.specs.items()},
@@ -115,28 +154,7 @@ def load_ensemble(
         device=device,
         num_threads=num_threads,
     )
-    names, checksums = meta["members"], meta["members_weights_sha256"]
-    if not len(names) == len(checksums) == meta["n_members"]:
-        raise ValueError(
-            f"{Path(path) / METADATA_FILE}: lists {len(names)} members and {len(checksums)} "
-            f"checksums, n_members is {meta['n_members']}"
-        )
-    members = []
-    for name, checksum in zip(names, checksums, strict=True):
-        where = Path(path) / name
-        member = load_model(where, device=device, num_threads=num_threads)
-        if member.schema.hash() != meta["schema_hash"]:
-            raise ValueError(
-                f"{where}: member schema hash {member.schema.hash()} differs from "
-                f"the ensemble's {meta['schema_hash']} in {Path(path) / METADATA_FILE}"
-            )
-        if json.loads((where / METADATA_FILE).read_text())["weights_sha256"] != checksum:
-            raise ValueError(
-                f"{where}: not the member {Path(path) / METADATA_FILE} was written with "
-                "(weights checksum differs)"
-            )
-        members.append(member)
-    ensemble.members = members
+    ensemble.members = load_members(path, meta, device, num_threads)
     ensemble.level = float(meta["level"])
     ensemble.seed = meta.get("seed")
     ensemble.interval_scale = {m: float(v) for m, v in meta["interval_scale"].items()}
