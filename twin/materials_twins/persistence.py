@@ -33,7 +33,7 @@ from twin.materials.graph import ProcessGraph
 from twin.materials_twins.derived import CONCRETE_DERIVED, DerivedFeatures
 from twin.model import ModalitySpec
 from twin.model.ensemble_persistence import load_members, member_folder, save_members
-from twin.model.model_folder import METADATA_FILE, read_model_metadata, twin_version
+from twin.model.model_folder import METADATA_FILE, metadata_header, read_model_metadata
 
 __all__ = ["KNOWN_DERIVED", "load_property_twin", "save_property_twin"]
 
@@ -81,11 +81,7 @@ def save_property_twin(model, path: str | os.PathLike, overwrite: bool = False) 
     checksums = save_members(model.members, folder, overwrite)
     derived = _derived_name(model.derived)
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "twin_version": twin_version(),
-        "schema": model.schema.to_dict(),
-        "schema_hash": model.schema.hash(),
+        **metadata_header(FORMAT, FORMAT_VERSION, model.schema),
         "inputs": model.inputs,
         "outputs": model.outputs,
         "latent_dim": model.latent_dim,

@@ -32,9 +32,9 @@ from twin.model.feature_transform import FeatureTransform
 from twin.model.model_folder import (
     attach_loaded_module,
     load_weights_into,
+    metadata_header,
     read_model_metadata,
     read_weights,
-    twin_version,
     verified_weights_path,
     write_model_folder,
 )
@@ -49,11 +49,7 @@ def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
     """Write ``model`` into the folder ``path``; see the module docstring."""
     module = model._require_fitted()
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "twin_version": twin_version(),
-        "schema": model.schema.to_dict(),
-        "schema_hash": model.schema.hash(),
+        **metadata_header(FORMAT, FORMAT_VERSION, model.schema),
         "config": {
             "features": [list(p) for p in model.features],
             "latent_dim": model.latent_dim,

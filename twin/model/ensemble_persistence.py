@@ -23,7 +23,7 @@ import torch
 
 from twin._util.atomic import write_text_atomic
 from twin.cohort import CohortSchema
-from twin.model.model_folder import METADATA_FILE, read_model_metadata, twin_version
+from twin.model.model_folder import METADATA_FILE, metadata_header, read_model_metadata
 from twin.model.persistence import _check_schema, load_model, save_model
 from twin.model.specs import ModalitySpec
 
@@ -110,11 +110,7 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
     if ensemble.calibration is not None:
         calibration = ensemble.calibration.to_dict(orient="index")
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "twin_version": twin_version(),
-        "schema": ensemble.schema.to_dict(),
-        "schema_hash": ensemble.schema.hash(),
+        **metadata_header(FORMAT, FORMAT_VERSION, ensemble.schema),
         "latent_dim": ensemble.latent_dim,
         "n_members": ensemble.n_members,
         "members": [member_folder(".", k).name for k in range(ensemble.n_members)],

@@ -35,6 +35,17 @@ def twin_version() -> str:
         return "unknown"
 
 
+def metadata_header(fmt: str, version: int, schema: CohortSchema) -> dict:
+    """The fields every ``model.json`` starts with: format, versions, schema and its hash."""
+    return {
+        "format": fmt,
+        "format_version": version,
+        "twin_version": twin_version(),
+        "schema": schema.to_dict(),
+        "schema_hash": schema.hash(),
+    }
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

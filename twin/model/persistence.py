@@ -26,9 +26,9 @@ from twin.model.covariates import CovariateEncoder
 from twin.model.model_folder import (
     attach_loaded_module,
     load_weights_into,
+    metadata_header,
     read_model_metadata,
     read_weights,
-    twin_version,
     verified_weights_path,
     write_model_folder,
 )
@@ -43,11 +43,7 @@ def save_model(model, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``model`` into the folder ``path``; see the module docstring."""
     module = model._require_fitted()
     meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "twin_version": twin_version(),
-        "schema": model.schema.to_dict(),
-        "schema_hash": model.schema.hash(),
+        **metadata_header(FORMAT, FORMAT_VERSION, model.schema),
         "latent_dim": model.latent_dim,
         "specs": {m: s.to_dict() for m, s in model.specs.items()},
         "covariates": model.covariate_encoder.to_dict(),
