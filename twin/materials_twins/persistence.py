@@ -74,10 +74,6 @@ def save_property_twin(model, path: str | os.PathLike, overwrite: bool = False) 
     if not model.is_fitted:
         raise RuntimeError("the property twin is not fitted; call fit() before save()")
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
-    if (folder / METADATA_FILE).exists() and not overwrite:
-        raise FileExistsError(f"{folder / METADATA_FILE} exists; pass overwrite=True to replace it")
     checksums = save_members(model.members, folder, overwrite)
     derived = _derived_name(model.derived)
     meta = {

@@ -41,13 +41,20 @@ def _is_member(path: Path, n_members: int) -> bool:
     return path.name in {member_folder(".", k).name for k in range(n_members)}
 
 
-def save_members(members, folder: Path, overwrite: bool) -> list[str]:
+def save_members(members, folder: Path, overwrite: bool, hint: str = "") -> list[str]:
     """Write each member into ``member_<k>/`` of ``folder``; returns their weights checksums.
 
-    An existing ``model.json`` of ``folder`` is removed first (the old model stops loading
-    now) and stale member folders are deleted; the caller writes the new ``model.json``
-    last.
+    A ``folder`` that is a file, or that holds a ``model.json`` when ``overwrite`` is
+    false, is refused (``hint`` is added to that message).  Otherwise an existing
+    ``model.json`` is removed first (the old model stops loading now) and stale member
+    folders are deleted; the caller writes the new ``model.json`` last.
     """
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    if (folder / METADATA_FILE).exists() and not overwrite:
+        raise FileExistsError(
+            f"{folder / METADATA_FILE} exists; pass overwrite=True{hint} to replace it"
+        )
     if (folder / METADATA_FILE).exists():
         (folder / METADATA_FILE).unlink()
     stale = [p for p in folder.glob("member_*") if p.is_dir() and not _is_member(p, len(members))]
@@ -94,13 +101,7 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
     """Write ``ensemble`` into the folder ``path``; see the module docstring."""
     members = ensemble._require_fitted()
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
-    if (folder / METADATA_FILE).exists() and not overwrite:
-        raise FileExistsError(
-            f"{folder / METADATA_FILE} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    checksums = save_members(members, folder, overwrite)
+    checksums = save_members(members, folder, overwrite, hint=" (CLI: --overwrite)")
     first = members[0]
     options = {
         "specs": {m: s.to_dict() for m, s in first.specs.items()},

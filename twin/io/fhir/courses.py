@@ -70,15 +70,14 @@ def close_medication_courses(
     chain = starts.groupby(["individual", "agent"], sort=False)["start"]
     index = pd.MultiIndex.from_frame(starts)
     rows = pd.MultiIndex.from_frame(med[keys])
-    next_start = pd.Series(
-        pd.Series(chain.shift(-1).to_numpy(), index=index).reindex(rows).to_numpy(),
-        index=med.index,
-    )
-    previous = pd.Series(
-        pd.Series(chain.shift(1).to_numpy(), index=index).reindex(rows).to_numpy(),
-        index=med.index,
-    )
-    previous_gap = med["start"] - previous
+
+    def per_order(shift: int) -> pd.Series:
+        """The distinct start ``shift`` places along each chain, for every order."""
+        by_start = pd.Series(chain.shift(shift).to_numpy(), index=index)
+        return pd.Series(by_start.reindex(rows).to_numpy(), index=med.index)
+
+    next_start = per_order(-1)
+    previous_gap = med["start"] - per_order(1)
     open_end = med["end"].isna()
     ended = med["status"].isin(ENDED_STATUSES)
 
