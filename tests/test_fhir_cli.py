@@ -40,6 +40,14 @@ def test_ingest_medication_days_sets_how_long_a_lone_stopped_order_lasts(tmp_pat
     assert bad.exit_code == 1 and "medication_days must be a positive" in bad.output
 
 
+def test_ingest_reads_several_inputs(tmp_path):
+    files = sorted(SYNTHEA.iterdir())
+    out = tmp_path / "cohort.nc"
+    result = runner.invoke(app, ["ingest", *map(str, files[:2]), "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(twin.Cohort.load(out)) == 2
+
+
 def test_ingest_refuses_to_overwrite_without_flag(tmp_path):
     out = tmp_path / "cohort.nc"
     out.write_bytes(b"precious")

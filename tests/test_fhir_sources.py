@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from twin.io.fhir import FeatureSelection, ingest, read_fhir
 from twin.io.fhir.sources import list_files
@@ -83,6 +84,29 @@ def test_single_bundle_file_and_uncompressed_json(tmp_path):
     plain = tmp_path / "bundle.json"
     plain.write_bytes(gzip.decompress(bundle.read_bytes()))
     same_cohort(read_fhir(bundle, features=EVERYTHING), read_fhir(plain, features=EVERYTHING))
+
+
+def test_a_list_of_files_and_folders_reads_each_file_once(tmp_path):
+    bundles = sorted(SYNTHEA.iterdir())
+    one, rest = tmp_path / "one", tmp_path / "rest"
+    one.mkdir(), rest.mkdir()
+    shutil.copy(bundles[0], one / bundles[0].name)
+    for b in bundles[1:]:
+        shutil.copy(b, rest / b.name)
+    # a folder, a file inside it listed again, and a single file elsewhere
+    listed = [rest, rest / bundles[1].name, one / bundles[0].name]
+    cohort, report = ingest(listed, features=EVERYTHING, conditions=EVERYTHING)
+    same_cohort(read_fhir(SYNTHEA, features=EVERYTHING, conditions=EVERYTHING), cohort)
+    assert report.files == len(bundles)
+    assert report.source == ", ".join(str(p) for p in listed)
+
+
+def test_a_list_naming_a_missing_path_or_nothing_is_refused(tmp_path):
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        ingest([SYNTHEA, missing])
+    with pytest.raises(ValueError, match="list of files and folders is empty"):
+        ingest([])
 
 
 def test_bulk_export_ndjson_gives_the_same_cohort_as_the_bundles(tmp_path):

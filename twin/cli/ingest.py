@@ -11,7 +11,9 @@ from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail
 
 
 def ingest(
-    path: Path = typer.Argument(..., help="FHIR bundle file, NDJSON file, or a folder of them."),
+    paths: list[Path] = typer.Argument(
+        ..., help="FHIR bundle files, NDJSON files, or folders of them (one or more)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Cohort file to write (.nc)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
     jobs: int = typer.Option(1, "-j", "--jobs", help="Worker processes (-1: all cores)."),
@@ -42,7 +44,7 @@ def ingest(
     try:
         selection = FeatureSelection(min_share=min_share)
         cohort, report = run_ingest(
-            path,
+            paths[0] if len(paths) == 1 else paths,
             features=selection,
             n_jobs=jobs,
             validate="full" if full_validation else True,

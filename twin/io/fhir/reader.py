@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,7 +123,7 @@ def _collect(result: TaskResult, report: IngestReport) -> None:
 
 
 def ingest(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     features: FeatureSelection | None = None,
     conditions: FeatureSelection | None = None,
@@ -140,7 +140,8 @@ def ingest(
     path
         A Bundle or resource file (``.json`` / ``.json.gz``), a bulk-export NDJSON file
         (``.ndjson`` / ``.ndjson.gz``, one resource per line), or a folder of them
-        (searched recursively).
+        (searched recursively), or a list of files and folders (read in that order,
+        each file once).
     features
         Which observation codes become features (default: present for >= 5% of
         individuals); see :class:`FeatureSelection`.
@@ -190,7 +191,7 @@ def ingest(
     if all(input_format(p) != "ndjson" for p in files):  # NDJSON files split into chunks
         jobs = min(jobs, max(len(files), 1))
     report = IngestReport(
-        source=str(path),
+        source=describe_source(path),
         files=len(files),
         files_ignored=[str(p) for p in ignored],
         validation=mode,
@@ -226,22 +227,31 @@ def ingest(
     return cohort, report
 
 
-def _nothing_read(path: str | os.PathLike, files: list[Path], report: IngestReport) -> str:
+def describe_source(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """The input as the report names it: the path, or the listed paths joined by ``, ``."""
+    if isinstance(path, str | os.PathLike):
+        return str(path)
+    return ", ".join(str(p) for p in path)
+
+
+def _nothing_read(
+    path: str | os.PathLike | Sequence[str | os.PathLike], files: list[Path], report: IngestReport
+) -> str:
     if not files:
         return (
-            f"{path}: no FHIR files found (looked for *.json, *.json.gz, *.ndjson, "
+            f"{describe_source(path)}: no FHIR files found (looked for *.json, *.json.gz, *.ndjson, "
             "*.ndjson.gz, *.jsonl)"
         )
     problems = ", ".join(f"{k} {v}" for k, v in sorted(report.skipped_counts.items()))
     first = f"; first problem: {report.skipped[0]}" if report.skipped else ""
     return (
-        f"{path}: no Patient resource could be read from {len(files)} file(s) "
+        f"{describe_source(path)}: no Patient resource could be read from {len(files)} file(s) "
         f"({report.entries} entries; skipped: {problems or 'none'}){first}"
     )
 
 
 def read_fhir(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     features: FeatureSelection | None = None,
     conditions: FeatureSelection | None = None,

@@ -1,6 +1,7 @@
 """Where FHIR resources come from: bundle files, single resources, NDJSON bulk exports.
 
-:func:`list_files` enumerates the inputs (a file or a folder, searched recursively);
+:func:`list_files` enumerates the inputs (a file, a folder searched recursively, or a
+list of them);
 :func:`plan_tasks` turns them into units of work (:class:`Task`), and
 :func:`read_task` yields ``(entry index, resource or error, fullUrl)`` for one
 task.  Errors are values, never exceptions: a truncated gzip, a file that is not
@@ -13,7 +14,7 @@ import contextlib
 import gzip
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,35 @@ def input_format(path: Path) -> str | None:
     return None
 
 
-def list_files(path: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+def list_files(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+) -> tuple[list[Path], list[Path]]:
     """FHIR files under ``path`` in a stable order, and the files ignored there.
 
-    A file given explicitly is always read (as NDJSON if so named, else as JSON);
-    in a folder only ``*.json``, ``*.json.gz``, ``*.ndjson(.gz)`` and ``*.jsonl(.gz)``
-    files are read, hidden files are skipped.
+    ``path`` is a file, a folder (searched recursively) or a list of files and
+    folders, read in the order given; a file reached twice (listed and inside a
+    listed folder) is read once.  A file given explicitly is always read (as NDJSON
+    if so named, else as JSON); in a folder only ``*.json``, ``*.json.gz``,
+    ``*.ndjson(.gz)`` and ``*.jsonl(.gz)`` files are read, hidden files are skipped.
     """
-    root = Path(path)
+    if isinstance(path, str | os.PathLike):
+        return _list_one(Path(path))
+    roots = [Path(p) for p in path]
+    if not roots:
+        raise ValueError("no FHIR input given: the list of files and folders is empty")
+    found, ignored, seen = [], [], set()
+    for root in roots:
+        files, skipped = _list_one(root)
+        for p in files:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(p)
+        ignored += skipped
+    return found, ignored
+
+
+def _list_one(root: Path) -> tuple[list[Path], list[Path]]:
     if not root.exists():
         raise FileNotFoundError(f"no such file or folder: {root}")
     if root.is_file():
