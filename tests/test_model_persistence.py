@@ -106,6 +106,18 @@ def test_refuses_damaged_or_foreign_files(fitted, tmp_path):
     (path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="hash"):
         TwinModel.load(path)
+    meta = json.loads((model.save(tmp_path / "m3") / "model.json").read_text())
+    edited = json.loads(json.dumps(meta))
+    edited["specs"]["a"]["activation"] = (
+        "tanh" if meta["specs"]["a"]["activation"] != "tanh" else "relu"
+    )
+    (tmp_path / "m3" / "model.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="edited or damaged after it was written"):
+        TwinModel.load(tmp_path / "m3")
+    # a file written before metadata was sealed loads with the schema check only
+    unsealed = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    (tmp_path / "m3" / "model.json").write_text(json.dumps(unsealed))
+    assert TwinModel.load(tmp_path / "m3").specs == model.specs
     path2 = model.save(tmp_path / "m2")
     state = torch.load(path2 / "weights.pt", weights_only=True)
     state[next(iter(state))] += 1.0

@@ -20,20 +20,23 @@ Two things are code, not data, and are handled by name:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from twin._util.atomic import write_text_atomic
 from twin.cohort import CohortSchema
 from twin.materials.graph import ProcessGraph
 from twin.materials_twins.derived import CONCRETE_DERIVED, DerivedFeatures
 from twin.model import ModalitySpec
 from twin.model.ensemble_persistence import load_members, member_folder, save_members
-from twin.model.model_folder import METADATA_FILE, metadata_header, read_model_metadata
+from twin.model.model_folder import (
+    METADATA_FILE,
+    metadata_header,
+    read_model_metadata,
+    write_metadata,
+)
 
 __all__ = ["KNOWN_DERIVED", "load_property_twin", "save_property_twin"]
 
@@ -94,7 +97,7 @@ def save_property_twin(model, path: str | os.PathLike, overwrite: bool = False) 
         "training_inputs": _frame_to_json(model.training_inputs),
         "input_stats": _frame_to_json(model.input_stats),
     }
-    write_text_atomic(folder / METADATA_FILE, json.dumps(meta, indent=1), overwrite=overwrite)
+    write_metadata(folder, meta, overwrite=overwrite)
     return folder
 
 

@@ -21,9 +21,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from twin._util.atomic import write_text_atomic
 from twin.cohort import CohortSchema
-from twin.model.model_folder import METADATA_FILE, metadata_header, read_model_metadata
+from twin.model.model_folder import (
+    METADATA_FILE,
+    metadata_header,
+    read_model_metadata,
+    write_metadata,
+)
 from twin.model.persistence import _check_schema, load_model, save_model
 from twin.model.specs import ModalitySpec
 
@@ -122,7 +126,7 @@ def save_ensemble(ensemble, path: str | os.PathLike, overwrite: bool = False) ->
         "interval_scale": dict(ensemble.interval_scale),
         "calibration": calibration,
     }
-    write_text_atomic(folder / METADATA_FILE, json.dumps(meta, indent=1), overwrite=overwrite)
+    write_metadata(folder, meta, overwrite=overwrite)
     return folder
 
 

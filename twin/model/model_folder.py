@@ -3,8 +3,10 @@
 :mod:`twin.model.persistence` (``TwinModel``) and :mod:`twin.model.dynamic_persistence`
 (``DynamicTwinModel``) decide *what* goes into the metadata; this module does the
 parts they share: refusing to replace files unless asked, writing the weights and the
-JSON atomically, recording and checking the weights' SHA-256, checking the format
-name, format version and schema hash on read, and loading the weights without pickle
+JSON atomically, recording and checking the weights' SHA-256, sealing the metadata
+with the SHA-256 of its content (so a hand-edited ``model.json`` is refused, not
+loaded with settings the weights were not trained with), checking the format name,
+format version and schema hash on read, and loading the weights without pickle
 (``torch.load(weights_only=True)``) against the module they must fit.
 """
 
@@ -23,6 +25,7 @@ from twin.cohort import CohortSchema
 
 METADATA_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
+SEAL_FIELD = "metadata_sha256"
 
 
 def twin_version() -> str:
@@ -48,6 +51,28 @@ def metadata_header(fmt: str, version: int, schema: CohortSchema) -> dict:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def metadata_digest(meta: dict) -> str:
+    """SHA-256 of ``meta`` (as read back from JSON) without its seal, keys sorted."""
+    content = {k: v for k, v in meta.items() if k != SEAL_FIELD}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_metadata(
+    folder: Path, meta: dict, *, overwrite: bool = False, json_default: Any = None
+) -> Path:
+    """Write ``meta`` to ``folder/model.json`` atomically, sealed with its digest.
+
+    The digest is taken of the JSON as it will be read back (after ``json_default``
+    has converted what JSON cannot hold), so :func:`read_model_metadata` can check it.
+    """
+    plain = json.loads(json.dumps(meta, default=json_default))
+    plain[SEAL_FIELD] = metadata_digest(plain)
+    return write_text_atomic(
+        folder / METADATA_FILE, json.dumps(plain, indent=1), overwrite=overwrite
+    )
 
 
 def write_model_folder(
@@ -76,15 +101,18 @@ def write_model_folder(
     with atomic_path(folder / WEIGHTS_FILE, overwrite=overwrite) as tmp:
         torch.save(state, tmp)
     meta = {**metadata, "weights_sha256": _sha256(folder / WEIGHTS_FILE)}
-    text = json.dumps(meta, indent=1, default=json_default)
-    write_text_atomic(folder / METADATA_FILE, text, overwrite=overwrite)
+    write_metadata(folder, meta, overwrite=overwrite, json_default=json_default)
     return folder
 
 
 def read_model_metadata(
     path: str | os.PathLike, fmt: str, version: int, other_hint: str = ""
 ) -> dict:
-    """The ``model.json`` in ``path``, checked for format ``fmt``, ``version`` and schema hash.
+    """The ``model.json`` in ``path``, checked for format ``fmt``, ``version``, its seal
+    and the schema hash.
+
+    A file without a seal (written before twin sealed its metadata) is read with the
+    schema-hash check only.
 
     ``other_hint`` is appended to the message when the folder holds another format
     (e.g. how to load that one instead).
@@ -111,6 +139,12 @@ def read_model_metadata(
         raise ValueError(
             f"{meta_path}: the stored schema does not match its hash "
             f"({schema.hash()} vs {meta.get('schema_hash')}); the file was edited or damaged"
+        )
+    if SEAL_FIELD in meta and metadata_digest(meta) != meta[SEAL_FIELD]:
+        raise ValueError(
+            f"{meta_path}: the content does not match its {SEAL_FIELD}; the file was edited "
+            "or damaged after it was written (settings such as the modality specs must "
+            "match the saved weights: re-save the model from Python instead of editing it)"
         )
     return meta
 
