@@ -90,8 +90,9 @@ def test_sequential_updates_equal_filtering_the_whole_record(cohort, model):
     assert step.history.n_observations == full.history.n_observations
 
 
-def _dated(cohort, visits: slice):
-    """The cohort's labs at ``visits`` as calendar dates, read alone (own reference times)."""
+def _dated(cohort, visits: slice, deceased: dict | None = None):
+    """The cohort's labs at ``visits`` as calendar dates, read alone (own reference times);
+    ``deceased`` maps ids to days (from 2020-01-01) of a recorded death."""
     import pandas as pd
 
     import twin
@@ -119,8 +120,13 @@ def _dated(cohort, visits: slice):
         }
     )
     info = {"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}}
+    covariates = None
+    if deceased is not None:
+        ids = sorted(set(table["individual"]))
+        when = [day0 + pd.Timedelta(days=deceased[i]) if i in deceased else pd.NaT for i in ids]
+        covariates = pd.DataFrame({"deceased": pd.to_datetime(when)}, index=ids)
     return twin.Cohort.from_tables(
-        longitudinal={"labs": table}, interventions=iv, feature_info=info
+        longitudinal={"labs": table}, interventions=iv, feature_info=info, covariates=covariates
     )
 
 
@@ -235,3 +241,33 @@ def test_forecast_at_calendar_dates_equals_forecast_at_the_same_days(cohort, mod
     with pytest.warns(UserWarning, match=r"before the first observation of 8 twin\(s\)"):
         early = twins.forecast([-5.0])
     assert np.isnan(early["y1"].values).all()
+
+
+def test_forecasts_after_a_recorded_death_are_nan(cohort, model):
+    """A death date (FHIR ``deceasedDateTime``) ends the forecast of that individual only;
+    ``after_death="keep"`` forecasts through it, and ``update`` takes a death reported later."""
+    last = cohort.to_long("labs").groupby("individual")["t"].max()
+    died = {"p001": float(last["p001"]) + 20.0}
+    twins = model.instantiate(_dated(cohort, slice(None), deceased=died))
+    assert twins.death_time[1] == died["p001"]  # every clock starts at 2020-01-01
+    assert np.isnan(np.delete(twins.death_time, 1)).all()
+    times = [died["p001"] - 10.0, float(last.max()) + 400.0]
+    plain = model.instantiate(_dated(cohort, slice(None))).forecast(times)
+    with pytest.warns(UserWarning, match=r"1 twin\(s\) have a recorded death.*'p001'"):
+        fc = twins.forecast(times)
+    after = fc["t"].values > twins.death_time[:, None]
+    assert after[1].tolist() == [False, True] and not np.delete(after, 1, axis=0).any()
+    for var in ("y1", "y1_sd", "y2_q95"):
+        assert np.isnan(fc[var].values[after]).all()
+        np.testing.assert_allclose(fc[var].values[~after], plain[var].values[~after], rtol=1e-12)
+    assert fc["y1"].attrs["units"] == "mmol/L" and not np.isnan(fc["t"].values).any()
+    kept = twins.forecast(times, after_death="keep")
+    np.testing.assert_allclose(kept["y1"].values, plain["y1"].values, rtol=1e-12)
+    with pytest.raises(ValueError, match="after_death"):
+        twins.forecast(times, after_death="drop")
+    # a death reported with the next export is carried into the updated twins
+    early = model.instantiate(_dated(cohort, slice(0, 3)))
+    assert np.isnan(early.death_time).all()
+    later = early.update(_dated(cohort, slice(3, None), deceased=died))
+    np.testing.assert_allclose(later.death_time, twins.death_time)
+    assert np.isnan(later[["p000", "p002"]].death_time).all()

@@ -138,3 +138,20 @@ def test_plot_draws_observations_forecast_and_scenario_bands(twins):
     plt.close(ax.figure)
     with pytest.raises(KeyError):
         twins.plot(0, "y9")
+
+
+def test_times_after_a_recorded_death_are_flagged_and_kept(twins):
+    """A scenario is counterfactual: trajectories go on past a recorded death, flagged and
+    warned about, and the values equal those of the same twins without the death."""
+    plain = twins.simulate(SCENARIOS, n_draws=20, seed=0, progress=False)
+    assert not plain["after_death"].values.any()
+    dead = twins[:]
+    dead.death_time = np.full(len(dead), np.nan)
+    dead.death_time[2] = twins.time[2] + 45.0
+    with pytest.warns(UserWarning, match=r"1 twin\(s\) have a recorded death.*'p002'"):
+        res = dead.simulate(SCENARIOS, n_draws=20, seed=0, progress=False)
+    flags = res["after_death"].values
+    assert flags[2].tolist() == (res["time"].values > 45.0).tolist()
+    assert not np.delete(flags, 2, axis=0).any()
+    np.testing.assert_array_equal(res["value"].values, plain["value"].values)
+    assert summarise_simulation(res)["after_death"].dims == ("individual", "time")

@@ -63,6 +63,9 @@ class DynamicTwins:
         Recorded interventions of the modelled agents (Cohort layout).
     reference_time
         ``(N,)`` time zero of each individual (NaT without a calendar).
+    death_time
+        ``(N,)`` days since reference of each individual's recorded death
+        (:attr:`Cohort.death_t`), NaN where none; forecasts after it are NaN.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class DynamicTwins:
         prior_time: np.ndarray,
         interventions: pd.DataFrame,
         reference_time: np.ndarray,
+        death_time: np.ndarray | None = None,
     ) -> None:
         n = len(individuals)
         if mean.shape[0] != n or cov.shape[0] != n or len(history) != n:
@@ -94,6 +98,11 @@ class DynamicTwins:
         self.prior_time = np.asarray(prior_time, dtype=np.float64)
         self.interventions = interventions.reset_index(drop=True)
         self.reference_time = np.asarray(reference_time)
+        self.death_time = (
+            np.full(n, np.nan) if death_time is None else np.asarray(death_time, dtype=float)
+        )
+        if self.death_time.shape != (n,):
+            raise ValueError("death_time must have one entry per individual")
 
     # ------------------------------------------------------------------ structure
     def __len__(self) -> int:
@@ -145,6 +154,7 @@ class DynamicTwins:
             prior_time=self.prior_time[pos],
             interventions=iv,
             reference_time=self.reference_time[pos],
+            death_time=self.death_time[pos],
         )
 
     def state(self) -> xr.Dataset:
@@ -370,6 +380,7 @@ class DynamicTwins:
         quantiles: Sequence[float] = DEFAULT_QUANTILES,
         noise: bool = True,
         calibrated: bool = True,
+        after_death: str = "nan",
     ) -> xr.Dataset:
         """Posterior predictive of every modelled feature at the given times.
 
@@ -393,6 +404,10 @@ class DynamicTwins:
             Apply the model's forecast calibration
             (:meth:`DynamicTwinModel.calibrate_forecast`), if it has one, to the
             predictive of a new measurement.
+        after_death
+            ``"nan"`` (default): times after an individual's recorded death
+            (:attr:`death_time`) are NaN, with a warning; ``"keep"``: forecast them
+            anyway (e.g. to compare with the population's course).
 
         Returns
         -------
@@ -416,7 +431,27 @@ class DynamicTwins:
         with self.model.threads():
             m, P = self._latent_at(absolute)
         scale = self.model.forecast_scale if (noise and calibrated) else None
-        return self._decode(m, P, absolute, given, shared, relative_to, quantiles, noise, scale)
+        ds = self._decode(m, P, absolute, given, shared, relative_to, quantiles, noise, scale)
+        return self._mask_after_death(ds, absolute, after_death)
+
+    def _mask_after_death(self, ds: xr.Dataset, absolute: np.ndarray, mode: str) -> xr.Dataset:
+        """``ds`` with the times after each individual's recorded death set to NaN."""
+        if mode not in ("nan", "keep"):
+            raise ValueError(f"after_death must be 'nan' or 'keep', got {mode!r}")
+        after = absolute > self.death_time[:, None]  # False where no death is recorded
+        ds.attrs["after_death"] = mode
+        if mode == "keep" or not after.any():
+            return ds
+        who = after.any(axis=1)
+        warnings.warn(
+            f"{int(who.sum())} twin(s) have a recorded death before some asked times, e.g. "
+            f"{self.individuals[who][0]!r}: the forecast is NaN after it "
+            "(after_death='keep' forecasts it anyway)",
+            UserWarning,
+            stacklevel=3,
+        )
+        alive = xr.DataArray(~after, dims=("individual", "time"))
+        return ds.where(alive)
 
     def _decode(
         self,
@@ -550,6 +585,9 @@ class DynamicTwins:
             obs.n_steps,
         )
         history = Sequences.concatenate(self.history, full)
+        death = self.death_time.copy()
+        reported = new_observations.death_t.to_numpy()
+        death[pos] = np.where(np.isfinite(reported), reported, death[pos])
         return DynamicTwins(
             model,
             individuals=self.individuals,
@@ -562,6 +600,7 @@ class DynamicTwins:
             prior_time=self.prior_time,
             interventions=table,
             reference_time=self.reference_time,
+            death_time=death,
         )
 
     def _on_own_clock(self, cohort: Cohort, pos: np.ndarray) -> Cohort:

@@ -401,6 +401,7 @@ def simulate_twins(
         "modality": ("feature", np.array(modality, dtype=object)),
         "unit": ("feature", np.array(units, dtype=object)),
         "t": (("individual", "time"), absolute),
+        "after_death": (("individual", "time"), _after_death(twins, absolute)),
     }
     data_vars = {"value": (("individual", "scenario", "draw", "time", "feature"), values)}
     if latent is not None:
@@ -418,6 +419,26 @@ def simulate_twins(
             "scenarios": json.dumps([s.to_dict() for s in scen]),
         },
     )
+
+
+def _after_death(twins: DynamicTwins, absolute: np.ndarray) -> np.ndarray:
+    """``(N, T)`` flags of grid times after a recorded death, with a warning when any.
+
+    Simulated trajectories are kept there: a scenario asks what would have happened,
+    and the model has no survival part to say whether the individual would be alive.
+    """
+    after = absolute > twins.death_time[:, None]
+    if after.any():
+        who = after.any(axis=1)
+        warnings.warn(
+            f"{int(who.sum())} twin(s) have a recorded death inside the simulated horizon, "
+            f"e.g. {twins.individuals[who][0]!r}: their trajectories after it are kept as "
+            "counterfactual (flagged in the 'after_death' coordinate; the model has no "
+            "survival part)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return after
 
 
 def summarise_simulation(

@@ -249,6 +249,22 @@ class Cohort:
         """Time zero of each individual's ``visit_t`` axis (NaT without a calendar)."""
         return pd.Series(self.data["reference_time"].values, index=self.individuals)
 
+    @property
+    def death_t(self) -> pd.Series:
+        """Days from each individual's reference time to its recorded death, NaN where none.
+
+        Read from a datetime covariate ``deceased`` (what :func:`twin.read_fhir` takes
+        from ``Patient.deceasedDateTime``); all NaN when the cohort has no such
+        covariate or no calendar.
+        """
+        death = pd.Series(np.nan, index=self.individuals, dtype=float)
+        if "deceased" not in self.covariate_names:
+            return death
+        when = pd.to_datetime(self.data["covariate_deceased"].values, errors="coerce")
+        ref = pd.to_datetime(self.data["reference_time"].values, errors="coerce")
+        days = (when - ref) / pd.Timedelta(days=1)
+        return pd.Series(np.asarray(days, dtype=float), index=self.individuals)
+
     def conform(self, schema: CohortSchema, *, warn: bool = True) -> Cohort:
         """The cohort laid out on ``schema`` (a model's): same modalities, features, levels.
 

@@ -929,6 +929,7 @@ class DynamicTwinModel:
             prior_time=prior_time,
             interventions=self._interventions(cohort),
             reference_time=cohort.reference_time.to_numpy(),
+            death_time=cohort.death_t.to_numpy(),
         )
 
     # ------------------------------------------------------------------ effects
