@@ -119,7 +119,7 @@ def _dated(cohort, visits: slice, deceased: dict | None = None):
             "dose": iv["dose"],
         }
     )
-    info = {"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}}
+    info = {"labs": {"y1": {"unit": "mmol/L", "display": "Glucose"}, "y2": {"unit": "mmol/L"}}}
     covariates = None
     if deceased is not None:
         ids = sorted(set(table["individual"]))
@@ -271,3 +271,42 @@ def test_forecasts_after_a_recorded_death_are_nan(cohort, model):
     later = early.update(_dated(cohort, slice(3, None), deceased=died))
     np.testing.assert_allclose(later.death_time, twins.death_time)
     assert np.isnan(later[["p000", "p002"]].death_time).all()
+
+
+def test_plot_of_a_calendar_twin_has_dates_the_display_name_and_the_death(cohort, model):
+    import matplotlib
+    import matplotlib.dates as mdates
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = cohort.to_long("labs").groupby("individual")["t"].max()
+    died = {"p001": float(last["p001"]) + 20.0}
+    dated = _dated(cohort, slice(None), deceased=died)
+    named = DynamicTwinModel.from_matrices(  # a schema with display names, as FHIR gives
+        dated.schema, A=A, H=H, R=R, m0=M0, P0=P0, Qc=QC, B=B, b=b, c=C, agents=["drug"]
+    )
+    twins = named.instantiate(dated)
+    ax = twins.plot("p001", "y1")
+    assert ax.get_xlabel() == "date" and ax.get_ylabel() == "Glucose [mmol/L]"
+    assert ax.get_title() == "p001: y1"
+    obs = twins["p001"].observations()
+    obs = obs[obs["feature"] == "y1"]
+    when = pd.Timestamp("2020-01-01") + pd.to_timedelta(obs["t"].to_numpy(), unit="D")
+    points = ax.collections[-1].get_offsets()[:, 0]
+    np.testing.assert_allclose(points, mdates.date2num(when))
+    death_x = mdates.date2num(pd.Timestamp("2020-01-01") + pd.Timedelta(days=died["p001"]))
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert mdates.date2num(lines["death"].get_xdata()[0]) == pytest.approx(death_x)
+    band_end = ax.collections[0].get_paths()[0].vertices[:, 0].max()
+    assert band_end == pytest.approx(death_x)  # the forecast stops at the death, no NaN gap
+    plt.close(ax.figure)
+    ax = twins.plot("p000", "y2", dates=False)
+    assert ax.get_xlabel() == "days since reference" and "death" not in [
+        line.get_label() for line in ax.get_lines()
+    ]
+    assert ax.get_ylabel() == "y2 [mmol/L]" and ax.get_title() == "p000"
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="calendar"):
+        model.instantiate(cohort).plot("p000", "y1", dates=True)

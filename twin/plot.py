@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def plot_twin(
     n_draws: int = 200,
     seed: int = 0,
     level: float = 0.9,
+    dates: bool | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """One twin's observations, its forecast (or scenario simulations) and bands.
@@ -68,12 +70,17 @@ def plot_twin(
         observed span, at least 30 days).
     level
         Credible level of the bands.
+    dates
+        Calendar dates on the x axis (default: when the twin has a calendar, e.g.
+        read from FHIR); ``False``: days since the individual's reference time.
 
     Returns
     -------
     matplotlib.axes.Axes
         Observations are a scatter (a ``PathCollection``), each band a
-        ``fill_between`` (``PolyCollection``), medians are lines.
+        ``fill_between`` (``PolyCollection``), medians are lines.  The y label is the
+        feature's display name (e.g. the LOINC display of a FHIR code) and unit; a
+        recorded death is marked by a vertical line.
     """
     if feature not in twins.feature_names:
         raise KeyError(f"{feature!r} is not a modelled feature: {twins.feature_names}")
@@ -82,35 +89,62 @@ def plot_twin(
         raise ValueError("plot_twin draws one individual")
     ax = _axes(ax)
     pid = str(one.individuals[0])
-    unit = _unit(twins, feature)
+    unit, display = _unit(twins, feature), _display(twins, feature)
+    x = _TimeAxis(one.reference_time[0], dates)
     obs = one.observations()
     obs = obs[obs["feature"] == feature]
     lo_q, hi_q = _band_quantiles(level)
     if scenarios is not None and result is None:
         result = one.simulate(scenarios, n_draws=n_draws, seed=seed, progress=False)
+    death = float(one.death_time[0])
     if result is None:
         start = float(one.prior_time[0])
         now = float(one.time[0])
         span = max(now - start, 1.0)
         horizon = horizon if horizon is not None else max(span / 4, 30.0)
-        times = np.linspace(start, now + horizon, n_points)
+        end = now + horizon if not np.isfinite(death) else min(now + horizon, death)
+        times = np.linspace(start, max(end, now), n_points)
         fc = one.forecast(times, quantiles=(lo_q, 0.5, hi_q))
         from twin.dynamic_twins import quantile_name
 
         lo = fc[f"{feature}_{quantile_name(lo_q)}"].values[0]
         hi = fc[f"{feature}_{quantile_name(hi_q)}"].values[0]
         med = fc[f"{feature}_q50"].values[0]
-        ax.fill_between(times, lo, hi, alpha=0.25, label=f"{level:.0%} predictive band")
-        ax.plot(times, med, label="median")
-        ax.axvline(now, color="grey", linestyle=":", linewidth=1, label="current time")
+        ax.fill_between(x(times), lo, hi, alpha=0.25, label=f"{level:.0%} predictive band")
+        ax.plot(x(times), med, label="median")
+        ax.axvline(x(now), color="grey", linestyle=":", linewidth=1, label="current time")
     else:
-        plot_simulation(result, pid, feature, level=level, ax=ax)
-    ax.scatter(obs["t"], obs["value"], color="black", s=14, zorder=3, label="observed")
-    ax.set_xlabel("days since reference")
-    ax.set_ylabel(f"{feature} [{unit}]" if unit else feature)
-    ax.set_title(pid)
+        plot_simulation(result, pid, feature, level=level, ax=ax, x=x)
+    if np.isfinite(death):
+        ax.axvline(x(death), color="black", linestyle="--", linewidth=1, label="death")
+    ax.scatter(
+        x(obs["t"].to_numpy()), obs["value"], color="black", s=14, zorder=3, label="observed"
+    )
+    ax.set_xlabel(x.label)
+    name = display or feature
+    ax.set_ylabel(f"{name} [{unit}]" if unit else name)
+    ax.set_title(pid if name == feature else f"{pid}: {feature}")
     ax.legend(loc="best", fontsize="small")
     return ax
+
+
+class _TimeAxis:
+    """Days since an individual's reference time, drawn as days or as calendar dates."""
+
+    def __init__(self, reference: Any, dates: bool | None) -> None:
+        ref = np.datetime64(reference, "ns")
+        has_calendar = not np.isnat(ref)
+        if dates and not has_calendar:
+            raise ValueError("dates=True needs a twin with a calendar (a reference date)")
+        self.reference = ref if (has_calendar and dates is not False) else None
+        self.label = "date" if self.reference is not None else "days since reference"
+
+    def __call__(self, days: Any) -> Any:
+        if self.reference is None:
+            return days
+        offset = (np.asarray(days, dtype=float) * 86400e9).round().astype("timedelta64[ns]")
+        moved = self.reference + offset
+        return moved if offset.ndim else pd.Timestamp(moved)
 
 
 def plot_simulation(
@@ -121,19 +155,24 @@ def plot_simulation(
     scenarios: Sequence[str] | None = None,
     level: float = 0.9,
     ax: Axes | None = None,
+    x: Any = None,
 ) -> Axes:
-    """Median and ``level`` band of each scenario of a simulation, for one individual."""
+    """Median and ``level`` band of each scenario of a simulation, for one individual.
+
+    ``x`` maps days since reference to the x axis (``plot_twin`` passes its calendar
+    axis); by default days are drawn as they are.
+    """
     ax = _axes(ax)
     lo_q, hi_q = _band_quantiles(level)
     sel = result.sel(individual=individual, feature=feature)
-    t = sel["t"].values
+    t = sel["t"].values if x is None else x(sel["t"].values)
     names = list(scenarios) if scenarios is not None else list(result["scenario"].values)
     for name in names:
-        x = sel["value"].sel(scenario=name)
-        q = x.quantile([lo_q, 0.5, hi_q], dim="draw").values
+        draws = sel["value"].sel(scenario=name)
+        q = draws.quantile([lo_q, 0.5, hi_q], dim="draw").values
         ax.fill_between(t, q[0], q[2], alpha=0.2)
         ax.plot(t, q[1], label=f"{name} (median, {level:.0%} band)")
-    ax.set_xlabel("days since reference")
+    ax.set_xlabel("days since reference" if x is None else x.label)
     ax.set_ylabel(feature)
     return ax
 
@@ -221,9 +260,19 @@ def plot_imputed(
     return ax
 
 
-def _unit(twins: DynamicTwins, feature: str) -> str:
+def _feature_schema(twins: DynamicTwins, feature: str) -> Any:
     model = twins.model
     for (m, f), name in zip(model.features, model.feature_names, strict=True):
         if name == feature:
-            return model.schema[m].feature(f).unit
-    return ""
+            return model.schema[m].feature(f)
+    return None
+
+
+def _unit(twins: DynamicTwins, feature: str) -> str:
+    info = _feature_schema(twins, feature)
+    return info.unit if info is not None else ""
+
+
+def _display(twins: DynamicTwins, feature: str) -> str:
+    info = _feature_schema(twins, feature)
+    return info.display if info is not None else ""
