@@ -64,9 +64,62 @@ def test_each_rule_on_a_hand_built_table():
     pd.testing.assert_series_equal(
         out["end"].reset_index(drop=True), pd.Series(expected, name="end"), check_dtype=False
     )
-    assert counts == {"end-from-renewal": 3, "end-from-renewal-interval": 1, "end-assumed": 3}
+    assert counts == {
+        "end-from-renewal": 3,
+        "end-from-supply": 0,
+        "end-from-renewal-interval": 1,
+        "end-assumed": 3,
+    }
     # nothing else changes
     pd.testing.assert_frame_equal(out.drop(columns="end"), iv.drop(columns="end"))
+
+
+def test_a_known_supply_ends_a_stopped_order_before_any_assumption():
+    iv = table(
+        [
+            ("p1", "amoxicillin", "medication", "2015-01-15", None, "completed"),  # alone
+            ("p1", "statin", "medication", "2010-01-01", None, "stopped"),
+            ("p1", "statin", "medication", "2011-01-01", None, "stopped"),  # last of chain
+            ("p1", "insulin", "medication", "2012-01-01", None, "active"),  # still taken
+            ("p1", "opioid", "medication", "2013-01-01", None, "stopped"),
+            ("p1", "opioid", "medication", "2013-01-05", None, "stopped"),  # renewed early
+        ]
+    )
+    iv["supply_days"] = [10.0, 90.0, 90.0, 30.0, 30.0, float("nan")]
+    out, counts = close_medication_courses(iv, assumed_days=30)
+    assert out["end"].tolist() == [
+        T("2015-01-25"),  # its 10-day supply, not the assumed 30 days
+        T("2011-01-01"),  # renewal
+        T("2011-01-01") + pd.Timedelta(days=90),  # supply, not the 365-day interval
+        pd.NaT,
+        T("2013-01-05"),  # the renewal comes before the supply runs out
+        T("2013-01-05") + pd.Timedelta(days=4),  # no supply given: the renewal interval
+    ]
+    assert counts == {
+        "end-from-renewal": 2,
+        "end-from-supply": 2,
+        "end-from-renewal-interval": 1,
+        "end-assumed": 0,
+    }
+
+
+def test_supply_of_hl7_requests_is_read_with_its_refills():
+    from twin.io.fhir.medication import supply_days
+
+    hl7 = Path(__file__).parent / "data" / "fhir" / "hl7"
+    once = json.loads((hl7 / "MedicationRequest-medrx0301.json").read_text())
+    assert once["status"] == "completed"
+    assert supply_days(once["dispenseRequest"]) == 10.0  # 10 days, 0 repeats
+    refills = {**once["dispenseRequest"], "numberOfRepeatsAllowed": 3}
+    assert supply_days(refills) == 40.0
+    weeks = {"expectedSupplyDuration": {"value": 2, "unit": "weeks"}}
+    assert supply_days(weeks) == 14.0
+    assert pd.isna(supply_days({"expectedSupplyDuration": {"value": 2, "code": "furlong"}}))
+    assert pd.isna(supply_days(None))
+    cohort, report = ingest([hl7 / "Patient-pat1.json", hl7 / "MedicationRequest-medrx0301.json"])
+    row = cohort.interventions.iloc[0]
+    assert row["end"] - row["start"] == pd.Timedelta(days=10)
+    assert report.notes["end-from-supply"] == 1 and "end-assumed" not in report.notes
 
 
 def test_bad_assumed_duration_is_refused():

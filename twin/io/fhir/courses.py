@@ -13,16 +13,21 @@ to ``kind="medication"`` rows without an end only:
 1. **Renewal.** An order followed by a later order of the same agent for the same
    individual ends where the next one starts: the renewal replaces it, so a chain of
    renewals is one continuous course (exposures never stack).
-2. **Stopped, last of a chain.** A ``stopped`` or ``completed`` order with no later
+2. **Stopped, with a known supply.** A ``stopped`` or ``completed`` order with no later
+   renewal whose request says how long its supply lasts
+   (``dispenseRequest.expectedSupplyDuration`` × (1 + ``numberOfRepeatsAllowed``),
+   column ``supply_days``) lasts that long: the record's own answer comes before the
+   two assumptions below.
+3. **Stopped, last of a chain.** A ``stopped`` or ``completed`` order with no later
    renewal lasts as long as the renewal interval before it (a yearly statin: one more
    year; a monthly cycle: one more month).
-3. **Stopped, alone.** A ``stopped`` or ``completed`` order that was never renewed lasts
+4. **Stopped, alone.** A ``stopped`` or ``completed`` order that was never renewed lasts
    ``assumed_days`` (default 30 days: one usual supply).
-4. Anything else without an end (``active``, ``on-hold``, no status) stays open-ended:
+5. Anything else without an end (``active``, ``on-hold``, no status) stays open-ended:
    still taken when the record ends.
 
 Each rule's count goes to the ingest report's notes (``end-from-renewal``,
-``end-from-renewal-interval``, ``end-assumed``), so a user sees how much of the
+``end-from-supply``, ``end-from-renewal-interval``, ``end-assumed``), so a user sees how much of the
 exposure rests on an assumption.
 """
 
@@ -46,7 +51,7 @@ def close_medication_courses(
     ----------
     table
         Interventions with ``individual``, ``agent``, ``kind``, ``start``, ``end``
-        (datetimes; NaT: none given) and ``status``.
+        (datetimes; NaT: none given), ``status`` and optionally ``supply_days``.
     assumed_days
         Duration of a stopped order that was never renewed, in days (> 0).
 
@@ -59,7 +64,12 @@ def close_medication_courses(
     if not (np.isfinite(assumed_days) and assumed_days > 0):
         raise ValueError(f"assumed_days must be a positive number of days, got {assumed_days!r}")
     out = table.copy()
-    counts = {"end-from-renewal": 0, "end-from-renewal-interval": 0, "end-assumed": 0}
+    counts = {
+        "end-from-renewal": 0,
+        "end-from-supply": 0,
+        "end-from-renewal-interval": 0,
+        "end-assumed": 0,
+    }
     med = out[(out["kind"] == "medication") & out["start"].notna()]
     if med.empty:
         return out, counts
@@ -81,16 +91,22 @@ def close_medication_courses(
     open_end = med["end"].isna()
     ended = med["status"].isin(ENDED_STATUSES)
 
+    supply = med["supply_days"] if "supply_days" in med else pd.Series(np.nan, index=med.index)
+    has_supply = supply.notna() & (supply > 0)
+
     renewed = open_end & next_start.notna()
-    last_of_chain = open_end & ended & next_start.isna() & previous_gap.notna()
-    alone = open_end & ended & next_start.isna() & previous_gap.isna()
+    supplied = open_end & ended & next_start.isna() & has_supply
+    last_of_chain = open_end & ended & next_start.isna() & ~has_supply & previous_gap.notna()
+    alone = open_end & ended & next_start.isna() & ~has_supply & previous_gap.isna()
 
     end = med["end"].copy()
     end[renewed] = next_start[renewed]
+    end[supplied] = med["start"][supplied] + pd.to_timedelta(supply[supplied], unit="D")
     end[last_of_chain] = med["start"][last_of_chain] + previous_gap[last_of_chain]
     end[alone] = med["start"][alone] + pd.Timedelta(days=float(assumed_days))
     out.loc[med.index, "end"] = end
     counts["end-from-renewal"] = int(renewed.sum())
+    counts["end-from-supply"] = int(supplied.sum())
     counts["end-from-renewal-interval"] = int(last_of_chain.sum())
     counts["end-assumed"] = int(alone.sum())
     return out, counts

@@ -4,7 +4,10 @@ One intervention row per resource (``kind="medication"`` or ``"immunization"``):
 the drug code (RxNorm preferred; ``medicationReference`` is resolved from
 ``contained`` or, later, from Medication resources anywhere in the input), start
 and end, dose and its unit, route, and the dosing interval in days from
-``timing.repeat`` (``period / frequency``).  Resources that did not happen
+``timing.repeat`` (``period / frequency``), and for a MedicationRequest the days its
+dispensed supply lasts (``dispenseRequest.expectedSupplyDuration`` times one plus
+``numberOfRepeatsAllowed``), which :mod:`twin.io.fhir.courses` uses to end a stopped
+order.  Resources that did not happen
 (entered-in-error, cancelled, not-done, not-taken, draft) are skipped and reported.
 """
 
@@ -49,6 +52,28 @@ def dosing_interval(timing: object) -> float:
     return float(period) * PERIOD_DAYS[unit] / float(frequency)
 
 
+DURATION_UNITS = {"day": "d", "days": "d", "week": "wk", "weeks": "wk", "month": "mo"}
+
+
+def supply_days(dispense: object) -> float:
+    """Days a MedicationRequest's dispensed supply lasts, repeats included; NaN if unknown.
+
+    ``expectedSupplyDuration`` (a UCUM duration: ``d``, ``wk``, ``mo``, ...) times
+    ``1 + numberOfRepeatsAllowed`` (the first fill and its refills).
+    """
+    if not isinstance(dispense, dict):
+        return NAN
+    duration = dispense.get("expectedSupplyDuration")
+    if not isinstance(duration, dict) or not isinstance(duration.get("value"), int | float):
+        return NAN
+    unit = duration.get("code") or DURATION_UNITS.get(str(duration.get("unit", "")).lower())
+    if unit not in PERIOD_DAYS or duration["value"] <= 0:
+        return NAN
+    repeats = dispense.get("numberOfRepeatsAllowed", 0)
+    repeats = repeats if isinstance(repeats, int) and repeats >= 0 else 0
+    return float(duration["value"]) * PERIOD_DAYS[unit] * (1 + repeats)
+
+
 def _quantity(q: object) -> tuple[float, str]:
     if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
         return NAN, ""
@@ -86,7 +111,9 @@ def _medication(resource: dict) -> tuple[str, str, str, str]:
     return "", "", display, ref_key(reference)
 
 
-def _row(res, resource, subject, med, kind, start, end, dose, unit, route, interval) -> tuple:
+def _row(
+    res, resource, subject, med, kind, start, end, dose, unit, route, interval, supply=NAN
+) -> tuple:
     system, code, display, med_ref = med
     return (
         res,
@@ -103,6 +130,7 @@ def _row(res, resource, subject, med, kind, start, end, dose, unit, route, inter
         interval,
         med_ref,
         text(resource.get("status")),
+        supply,
     )
 
 
@@ -136,6 +164,7 @@ def map_medication_request(resource: dict, res: int) -> Mapped:
         unit,
         route,
         interval,
+        supply_days(resource.get("dispenseRequest")),
     )
     return [("intervention", row)], []
 

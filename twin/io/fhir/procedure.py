@@ -35,5 +35,6 @@ def map_procedure(resource: dict, res: int) -> Mapped:
         NAN,
         "",
         text(status),
+        NAN,
     )
     return [("intervention", row)], []

@@ -60,6 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "interval",
         "medication_ref",
         "status",
+        "supply_days",
     ),
     "medication": ("res", "key", "system", "code", "display"),
     "reference": (
