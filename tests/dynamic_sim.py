@@ -94,3 +94,39 @@ def simulate_cohort(
         interventions=table,
         feature_info={"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}},
     )
+
+
+def dated_cohort(cohort, visits: slice, deceased: dict | None = None):
+    """The cohort's labs at ``visits`` as calendar dates, read alone (own reference times);
+    ``deceased`` maps ids to days (from 2020-01-01) of a recorded death."""
+    day0 = pd.Timestamp("2020-01-01")
+    long = cohort.to_long("labs")
+    rank = long.groupby("individual")["t"].rank(method="dense").astype(int) - 1
+    keep = np.isin(rank, np.arange(rank.max() + 1)[visits])
+    long = long[keep]
+    table = pd.DataFrame(
+        {
+            "individual": long["individual"],
+            "time": day0 + pd.to_timedelta(long["t"], unit="D"),
+            "feature": long["feature"],
+            "value": long["value"].astype(float),
+        }
+    )
+    iv = cohort.interventions
+    iv = pd.DataFrame(
+        {
+            "individual": iv["individual"],
+            "agent": iv["agent"],
+            "start": day0 + pd.to_timedelta(iv["start_t"], unit="D"),
+            "dose": iv["dose"],
+        }
+    )
+    info = {"labs": {"y1": {"unit": "mmol/L", "display": "Glucose"}, "y2": {"unit": "mmol/L"}}}
+    covariates = None
+    if deceased is not None:
+        ids = sorted(set(table["individual"]))
+        when = [day0 + pd.Timedelta(days=deceased[i]) if i in deceased else pd.NaT for i in ids]
+        covariates = pd.DataFrame({"deceased": pd.to_datetime(when)}, index=ids)
+    return twin.Cohort.from_tables(
+        longitudinal={"labs": table}, interventions=iv, feature_info=info, covariates=covariates
+    )

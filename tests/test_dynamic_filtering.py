@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dynamic_sim import M0, P0, QC, A, B, C, H, R, b, discretize, simulate_cohort
+from dynamic_sim import M0, P0, QC, A, B, C, H, R, b, dated_cohort, discretize, simulate_cohort
 
 from twin.cohort.window import first_observations, observations_before
 from twin.model.dynamic_model import DynamicTwinModel
@@ -90,51 +90,11 @@ def test_sequential_updates_equal_filtering_the_whole_record(cohort, model):
     assert step.history.n_observations == full.history.n_observations
 
 
-def _dated(cohort, visits: slice, deceased: dict | None = None):
-    """The cohort's labs at ``visits`` as calendar dates, read alone (own reference times);
-    ``deceased`` maps ids to days (from 2020-01-01) of a recorded death."""
-    import pandas as pd
-
-    import twin
-
-    day0 = pd.Timestamp("2020-01-01")
-    long = cohort.to_long("labs")
-    rank = long.groupby("individual")["t"].rank(method="dense").astype(int) - 1
-    keep = np.isin(rank, np.arange(rank.max() + 1)[visits])
-    long = long[keep]
-    table = pd.DataFrame(
-        {
-            "individual": long["individual"],
-            "time": day0 + pd.to_timedelta(long["t"], unit="D"),
-            "feature": long["feature"],
-            "value": long["value"].astype(float),
-        }
-    )
-    iv = cohort.interventions
-    iv = pd.DataFrame(
-        {
-            "individual": iv["individual"],
-            "agent": iv["agent"],
-            "start": day0 + pd.to_timedelta(iv["start_t"], unit="D"),
-            "dose": iv["dose"],
-        }
-    )
-    info = {"labs": {"y1": {"unit": "mmol/L", "display": "Glucose"}, "y2": {"unit": "mmol/L"}}}
-    covariates = None
-    if deceased is not None:
-        ids = sorted(set(table["individual"]))
-        when = [day0 + pd.Timedelta(days=deceased[i]) if i in deceased else pd.NaT for i in ids]
-        covariates = pd.DataFrame({"deceased": pd.to_datetime(when)}, index=ids)
-    return twin.Cohort.from_tables(
-        longitudinal={"labs": table}, interventions=iv, feature_info=info, covariates=covariates
-    )
-
-
 def test_update_from_a_later_export_with_its_own_reference_time(cohort, model):
     """A new export read alone starts its clock at its own first record; ``update`` moves it
     onto the twins' clock, so filtering the two parts equals filtering the whole record."""
-    full = model.instantiate(_dated(cohort, slice(None)))
-    early, late = _dated(cohort, slice(0, 3)), _dated(cohort, slice(3, None))
+    full = model.instantiate(dated_cohort(cohort, slice(None)))
+    early, late = dated_cohort(cohort, slice(0, 3)), dated_cohort(cohort, slice(3, None))
     assert (late.reference_time > early.reference_time).all()  # the two clocks differ
     step = model.instantiate(early).update(late)
     np.testing.assert_allclose(step.mean.numpy(), full.mean.numpy(), rtol=1e-8, atol=1e-9)
@@ -222,7 +182,7 @@ def test_smoothed_history_interpolates_observations(cohort, model):
 def test_forecast_at_calendar_dates_equals_forecast_at_the_same_days(cohort, model):
     import pandas as pd
 
-    dated = _dated(cohort, slice(None))
+    dated = dated_cohort(cohort, slice(None))
     twins = model.instantiate(dated)
     dates = pd.to_datetime(["2020-12-01", "2021-06-01"])
     by_date = twins.forecast(dates)
@@ -248,11 +208,11 @@ def test_forecasts_after_a_recorded_death_are_nan(cohort, model):
     ``after_death="keep"`` forecasts through it, and ``update`` takes a death reported later."""
     last = cohort.to_long("labs").groupby("individual")["t"].max()
     died = {"p001": float(last["p001"]) + 20.0}
-    twins = model.instantiate(_dated(cohort, slice(None), deceased=died))
+    twins = model.instantiate(dated_cohort(cohort, slice(None), deceased=died))
     assert twins.death_time[1] == died["p001"]  # every clock starts at 2020-01-01
     assert np.isnan(np.delete(twins.death_time, 1)).all()
     times = [died["p001"] - 10.0, float(last.max()) + 400.0]
-    plain = model.instantiate(_dated(cohort, slice(None))).forecast(times)
+    plain = model.instantiate(dated_cohort(cohort, slice(None))).forecast(times)
     with pytest.warns(UserWarning, match=r"1 twin\(s\) have a recorded death.*'p001'"):
         fc = twins.forecast(times)
     after = fc["t"].values > twins.death_time[:, None]
@@ -266,9 +226,9 @@ def test_forecasts_after_a_recorded_death_are_nan(cohort, model):
     with pytest.raises(ValueError, match="after_death"):
         twins.forecast(times, after_death="drop")
     # a death reported with the next export is carried into the updated twins
-    early = model.instantiate(_dated(cohort, slice(0, 3)))
+    early = model.instantiate(dated_cohort(cohort, slice(0, 3)))
     assert np.isnan(early.death_time).all()
-    later = early.update(_dated(cohort, slice(3, None), deceased=died))
+    later = early.update(dated_cohort(cohort, slice(3, None), deceased=died))
     np.testing.assert_allclose(later.death_time, twins.death_time)
     assert np.isnan(later[["p000", "p002"]].death_time).all()
 
@@ -283,7 +243,7 @@ def test_plot_of_a_calendar_twin_has_dates_the_display_name_and_the_death(cohort
 
     last = cohort.to_long("labs").groupby("individual")["t"].max()
     died = {"p001": float(last["p001"]) + 20.0}
-    dated = _dated(cohort, slice(None), deceased=died)
+    dated = dated_cohort(cohort, slice(None), deceased=died)
     named = DynamicTwinModel.from_matrices(  # a schema with display names, as FHIR gives
         dated.schema, A=A, H=H, R=R, m0=M0, P0=P0, Qc=QC, B=B, b=b, c=C, agents=["drug"]
     )

@@ -62,6 +62,7 @@ _SUBMODULES = (
     "cohort",
     "datasets",
     "evaluate",
+    "export",
     "io",
     "materials",
     "materials_twins",

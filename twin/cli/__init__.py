@@ -6,6 +6,7 @@ import typer
 
 from twin.cli.cohort_info import info
 from twin.cli.demo import demo
+from twin.cli.forecast import forecast
 from twin.cli.ingest import ingest
 from twin.cli.simulate import simulate
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.command()(ingest)
+app.command()(forecast)
 app.command()(info)
 app.command()(simulate)
 
