@@ -34,10 +34,8 @@ def forecast(
     """
     import warnings
 
-    from twin._util.atomic import atomic_path
-    from twin.cohort import Cohort
+    from twin.cli.twins_io import load_twins, write_dataset
     from twin.export import forecast_bundle, write_bundle
-    from twin.model.dynamic_model import DynamicTwinModel
 
     err = Console(stderr=True, soft_wrap=True)
     for out in (output, fhir):
@@ -46,9 +44,7 @@ def forecast(
     try:
         if not 0 < level < 1:
             raise ValueError(f"--level must be in (0, 1), got {level}")
-        cohort = Cohort.load(input)
-        dyn = DynamicTwinModel.load(model, schema=cohort.schema, device="auto")
-        twins = dyn.instantiate(cohort)
+        twins = load_twins(model, input)
         quantiles = ((1 - level) / 2, 0.5, (1 + level) / 2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -58,8 +54,7 @@ def forecast(
         raise fail(exc, EXIT_BAD_INPUT, err) from exc
     for w in caught:
         err.print(f"warning: {w.message}")
-    with atomic_path(output, overwrite=overwrite) as tmp:
-        fc.to_netcdf(tmp, engine="h5netcdf")
+    write_dataset(fc, output, overwrite)
     print(twins)
     print(
         f"forecast {len(twins)} individuals x {fc.sizes['time']} times x "

@@ -32,9 +32,7 @@ def simulate(
     draw, time, feature) and their summary (``value_mean``, ``value_sd``,
     ``value_q05``, ``value_q50``, ``value_q95``).
     """
-    from twin._util.atomic import atomic_path
-    from twin.cohort import Cohort
-    from twin.model.dynamic_model import DynamicTwinModel
+    from twin.cli.twins_io import load_twins, write_dataset
     from twin.scenario import ScenarioError, load_scenarios
     from twin.simulation import simulate_twins, summarise_simulation
 
@@ -42,10 +40,8 @@ def simulate(
     if output.exists() and not overwrite:
         raise fail(f"{output} exists; pass --overwrite to replace it", EXIT_REFUSED, err)
     try:
-        cohort = Cohort.load(input)
-        dyn = DynamicTwinModel.load(model, schema=cohort.schema, device="auto")
         scenarios = load_scenarios(scenario_yaml)
-        twins = dyn.instantiate(cohort)
+        twins = load_twins(model, input)
         result = simulate_twins(
             twins, scenarios, n_draws=n_draws, seed=seed, origin=origin, progress=not quiet
         )
@@ -54,8 +50,7 @@ def simulate(
     summary = summarise_simulation(result)
     for name in summary.data_vars:
         result[f"value_{name}"] = summary[name]
-    with atomic_path(output, overwrite=overwrite) as tmp:
-        result.to_netcdf(tmp, engine="h5netcdf")
+    write_dataset(result, output, overwrite)
     print(twins)
     print(
         f"simulated {len(twins)} individuals x {result.sizes['scenario']} scenarios "
