@@ -270,3 +270,27 @@ def test_plot_of_a_calendar_twin_has_dates_the_display_name_and_the_death(cohort
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="calendar"):
         model.instantiate(cohort).plot("p000", "y1", dates=True)
+
+
+def test_a_death_recorded_before_the_last_reading_or_without_a_date(cohort, model):
+    """A date-only death reads as midnight, before readings of that day: the twin is still
+    forecast up to its last observation. A 0/1 ``deceased`` flag has no date: no cutoff."""
+    import pandas as pd
+
+    import twin
+
+    last = cohort.to_long("labs").groupby("individual")["t"].max()
+    early = {"p001": float(last["p001"]) - 0.4}
+    twins = model.instantiate(dated_cohort(cohort, slice(None), deceased=early))
+    assert twins.death_cutoff[1] == twins.time[1]
+    now = twins.forecast([0.0], relative_to="last")
+    assert np.isfinite(now["y1"].values).all()
+    with pytest.warns(UserWarning, match="recorded death"):
+        later = twins.forecast([1.0], relative_to="last")
+    assert np.isnan(later["y1"].values[1]).all()
+    assert np.isfinite(np.delete(later["y1"].values, 1, axis=0)).all()
+    dated = dated_cohort(cohort, slice(None))  # a calendar cohort
+    long = dated.to_long("labs")[["individual", "time", "feature", "value"]]
+    covariates = pd.DataFrame({"deceased": np.ones(len(cohort))}, index=cohort.individuals)
+    flagged = twin.Cohort.from_tables(longitudinal={"labs": long}, covariates=covariates)
+    assert flagged.reference_time.notna().all() and flagged.death_t.isna().all()

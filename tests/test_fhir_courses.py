@@ -114,6 +114,10 @@ def test_supply_of_hl7_requests_is_read_with_its_refills():
     assert supply_days(refills) == 40.0
     weeks = {"expectedSupplyDuration": {"value": 2, "unit": "weeks"}}
     assert supply_days(weeks) == 14.0
+    text_code = {"expectedSupplyDuration": {"value": 3, "unit": "Months", "code": "months"}}
+    assert supply_days(text_code) == pytest.approx(3 * 30.4375)
+    typo = {"expectedSupplyDuration": {"value": 999999, "code": "d"}, "numberOfRepeatsAllowed": 2}
+    assert pd.isna(supply_days(typo))  # read as unknown, so the other rules apply
     assert pd.isna(supply_days({"expectedSupplyDuration": {"value": 2, "code": "furlong"}}))
     assert pd.isna(supply_days(None))
     cohort, report = ingest([hl7 / "Patient-pat1.json", hl7 / "MedicationRequest-medrx0301.json"])

@@ -78,6 +78,12 @@ def test_bundle_needs_dates_and_the_interval_quantiles(dated):
     with pytest.raises(ValueError, match=r"quantiles=\(0.05, 0.5, 0.95\)"):
         forecast_bundle(twins, fc)
     assert len(forecast_bundle(twins, fc, level=0.5)["entry"]) == 10
+    twice = twins.forecast([10.0, 10.0], relative_to="last")
+    entries = forecast_bundle(twins, twice)["entry"]
+    assert len({e["fullUrl"] for e in entries}) == len(entries) == 10  # one per date
+    with pytest.warns(UserWarning, match="recorded death"):
+        gone = twins["p003"].forecast([400.0], relative_to="last")
+    assert "entry" not in forecast_bundle(twins["p003"], gone)  # FHIR JSON: no empty arrays
 
 
 def test_cli_forecast_writes_netcdf_and_fhir(dated, tmp_path):

@@ -126,3 +126,20 @@ def test_refuses_damaged_or_foreign_files(fitted, tmp_path):
         TwinModel.load(path2)
     with pytest.raises(FileNotFoundError):
         TwinModel.load(tmp_path / "nothing")
+
+
+def test_dynamic_model_json_is_sealed_too(tmp_path):
+    from dynamic_sim import M0, P0, QC, A, B, C, H, R, b, simulate_cohort
+
+    from twin.model.dynamic_model import DynamicTwinModel
+
+    cohort = simulate_cohort(3, seed=0)
+    model = DynamicTwinModel.from_matrices(
+        cohort.schema, A=A, H=H, R=R, m0=M0, P0=P0, Qc=QC, B=B, b=b, c=C, agents=["drug"]
+    )
+    path = model.save(tmp_path / "dyn")
+    meta = json.loads((path / "model.json").read_text())
+    assert DynamicTwinModel.load(path).agents == ["drug"]
+    (path / "model.json").write_text(json.dumps({**meta, "agents": ["other"]}))
+    with pytest.raises(ValueError, match="edited or damaged after it was written"):
+        DynamicTwinModel.load(path)

@@ -105,6 +105,17 @@ class DynamicTwins:
             raise ValueError("death_time must have one entry per individual")
 
     # ------------------------------------------------------------------ structure
+    @property
+    def death_cutoff(self) -> np.ndarray:
+        """``(N,)`` days since reference after which a twin is not forecast, NaN where alive.
+
+        The recorded death, or the twin's current time where its record goes on past
+        the recorded death (a date-only ``deceasedDateTime`` reads as midnight, before
+        readings of that day): a twin is always forecast up to its last observation.
+        """
+        d = self.death_time
+        return np.where(np.isfinite(d), np.maximum(d, self.time), np.nan)
+
     def __len__(self) -> int:
         return len(self.individuals)
 
@@ -438,7 +449,7 @@ class DynamicTwins:
         """``ds`` with the times after each individual's recorded death set to NaN."""
         if mode not in ("nan", "keep"):
             raise ValueError(f"after_death must be 'nan' or 'keep', got {mode!r}")
-        after = absolute > self.death_time[:, None]  # False where no death is recorded
+        after = absolute > self.death_cutoff[:, None]  # False where no death is recorded
         ds.attrs["after_death"] = mode
         if mode == "keep" or not after.any():
             return ds
@@ -516,7 +527,8 @@ class DynamicTwins:
 
         Only observations strictly after each twin's current time are used (earlier
         ones are taken as already known), so passing the full updated record is
-        fine.  Times are matched by calendar date: a new export with its own
+        fine.  A death recorded in ``new_observations`` (covariate ``deceased``) is
+        taken over; one the twins already have is kept when the new data have none.  Times are matched by calendar date: a new export with its own
         reference time (e.g. a FHIR bundle of recent records, read alone) is moved
         onto the twins' reference time first.  Individuals are matched by id; twins
         absent from ``new_observations`` are unchanged. Interventions of the new cohort are added to the recorded ones

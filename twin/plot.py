@@ -96,7 +96,7 @@ def plot_twin(
     lo_q, hi_q = _band_quantiles(level)
     if scenarios is not None and result is None:
         result = one.simulate(scenarios, n_draws=n_draws, seed=seed, progress=False)
-    death = float(one.death_time[0])
+    death = float(one.death_cutoff[0])
     if result is None:
         start = float(one.prior_time[0])
         now = float(one.time[0])
@@ -172,7 +172,7 @@ def plot_simulation(
         q = draws.quantile([lo_q, 0.5, hi_q], dim="draw").values
         ax.fill_between(t, q[0], q[2], alpha=0.2)
         ax.plot(t, q[1], label=f"{name} (median, {level:.0%} band)")
-    ax.set_xlabel("days since reference" if x is None else x.label)
+    ax.set_xlabel(getattr(x, "label", "days since reference"))
     ax.set_ylabel(feature)
     return ax
 

@@ -427,7 +427,7 @@ def _after_death(twins: DynamicTwins, absolute: np.ndarray) -> np.ndarray:
     Simulated trajectories are kept there: a scenario asks what would have happened,
     and the model has no survival part to say whether the individual would be alive.
     """
-    after = absolute > twins.death_time[:, None]
+    after = absolute > twins.death_cutoff[:, None]
     if after.any():
         who = after.any(axis=1)
         warnings.warn(

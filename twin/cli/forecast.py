@@ -48,7 +48,7 @@ def forecast(
         quantiles = ((1 - level) / 2, 0.5, (1 + level) / 2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fc = twins.forecast(sorted(days), relative_to="last", quantiles=quantiles)
+            fc = twins.forecast(sorted(set(days)), relative_to="last", quantiles=quantiles)
         bundle = forecast_bundle(twins, fc, level=level) if fhir is not None else None
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise fail(exc, EXIT_BAD_INPUT, err) from exc
@@ -62,4 +62,4 @@ def forecast(
     )
     if bundle is not None:
         write_bundle(bundle, fhir, overwrite=overwrite)
-        print(f"wrote {fhir} ({len(bundle['entry'])} predicted Observations)")
+        print(f"wrote {fhir} ({len(bundle.get('entry', []))} predicted Observations)")

@@ -255,12 +255,15 @@ class Cohort:
 
         Read from a datetime covariate ``deceased`` (what :func:`twin.read_fhir` takes
         from ``Patient.deceasedDateTime``); all NaN when the cohort has no such
-        covariate or no calendar.
+        covariate, when it is not a date (e.g. a 0/1 flag) or without a calendar.
         """
         death = pd.Series(np.nan, index=self.individuals, dtype=float)
         if "deceased" not in self.covariate_names:
             return death
-        when = pd.to_datetime(self.data["covariate_deceased"].values, errors="coerce")
+        values = self.data["covariate_deceased"].values
+        if not np.issubdtype(values.dtype, np.datetime64):  # e.g. a 0/1 flag: no date
+            return death
+        when = pd.to_datetime(values)
         ref = pd.to_datetime(self.data["reference_time"].values, errors="coerce")
         days = (when - ref) / pd.Timedelta(days=1)
         return pd.Series(np.asarray(days, dtype=float), index=self.individuals)

@@ -13,8 +13,10 @@ Each finite forecast of a feature, for one individual at one calendar time, beco
 * ``subject``: ``Patient/<individual id>``; ``effectiveDateTime``: the forecast date.
 
 Forecast entries that are NaN (before an individual's first observation, after a
-recorded death) are left out.  Resource ids are UUIDv5 of (individual, feature, date),
-so exporting the same forecast twice gives the same Bundle.
+recorded death) are left out, and so is the ``entry`` list when nothing is left.
+Resource ids are UUIDv5 of (individual, feature, date to the second), so exporting the
+same forecast twice gives the same Bundle, and a date asked twice gives one entry.
+Values keep 8 significant digits.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def forecast_bundle(
         [d.strftime("%Y-%m-%dT%H:%M:%SZ") if not pd.isna(d) else "" for d in dates], dtype=object
     ).reshape(forecast["date"].shape)
     ids = np.asarray(forecast["individual"].values).astype(str)
-    entries = []
+    entries, seen = [], set()
     for name in names:
         mean = forecast[name].transpose("individual", "time").values
         sd = forecast[f"{name}_sd"].transpose("individual", "time").values
@@ -111,8 +113,13 @@ def forecast_bundle(
             obs = _observation(
                 feature, ids[i], stamps[i, k], mean[i, k], sd[i, k], lo[i, k], hi[i, k], level
             )
+            if obs["id"] in seen:  # the same date asked twice: one Observation (unique fullUrl)
+                continue
+            seen.add(obs["id"])
             entries.append({"fullUrl": f"urn:uuid:{obs['id']}", "resource": obs})
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    bundle: dict = {"resourceType": "Bundle", "type": "collection"}
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
     if validate:
         from fhir.resources.R4B.bundle import Bundle
 
@@ -134,7 +141,7 @@ def _feature_info(twins: DynamicTwins) -> dict[str, FeatureSchema]:
 
 
 def _quantity(value: float, unit: str) -> dict:
-    q: dict = {"value": round(float(value), 6)}
+    q: dict = {"value": float(f"{float(value):.8g}")}
     if unit:
         q.update(unit=unit, system=UCUM, code=unit)
     return q

@@ -36,7 +36,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ENDED_STATUSES", "close_medication_courses"]
+__all__ = ["ENDED_STATUSES", "MAX_SUPPLY_DAYS", "close_medication_courses"]
+
+#: Longer supplies are read as unknown (a typo, not a prescription): ten years.
+MAX_SUPPLY_DAYS = 3660.0
 
 #: Statuses of an order that is over (MedicationRequest / MedicationStatement).
 ENDED_STATUSES = frozenset({"stopped", "completed"})
@@ -92,7 +95,7 @@ def close_medication_courses(
     ended = med["status"].isin(ENDED_STATUSES)
 
     supply = med["supply_days"] if "supply_days" in med else pd.Series(np.nan, index=med.index)
-    has_supply = supply.notna() & (supply > 0)
+    has_supply = supply.notna() & (supply > 0) & (supply <= MAX_SUPPLY_DAYS)
 
     renewed = open_end & next_start.notna()
     supplied = open_end & ended & next_start.isna() & has_supply

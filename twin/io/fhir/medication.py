@@ -13,6 +13,7 @@ order.  Resources that did not happen
 
 from __future__ import annotations
 
+from twin.io.fhir.courses import MAX_SUPPLY_DAYS
 from twin.io.fhir.elements import (
     CVX,
     RXNORM,
@@ -52,26 +53,38 @@ def dosing_interval(timing: object) -> float:
     return float(period) * PERIOD_DAYS[unit] / float(frequency)
 
 
-DURATION_UNITS = {"day": "d", "days": "d", "week": "wk", "weeks": "wk", "month": "mo"}
+DURATION_UNITS = {
+    **{u: u for u in ("h", "d", "wk", "mo", "a")},
+    **{w: "h" for w in ("hour", "hours", "hr", "hrs")},
+    **{w: "d" for w in ("day", "days")},
+    **{w: "wk" for w in ("week", "weeks", "wks")},
+    **{w: "mo" for w in ("month", "months")},
+    **{w: "a" for w in ("year", "years", "yr", "yrs")},
+}
 
 
 def supply_days(dispense: object) -> float:
     """Days a MedicationRequest's dispensed supply lasts, repeats included; NaN if unknown.
 
     ``expectedSupplyDuration`` (a UCUM duration: ``d``, ``wk``, ``mo``, ...) times
-    ``1 + numberOfRepeatsAllowed`` (the first fill and its refills).
+    ``1 + numberOfRepeatsAllowed`` (the first fill and its refills).  The unit is
+    the UCUM ``code`` or, failing that, the ``unit`` text ("days", "3 months", ...);
+    more than ``MAX_SUPPLY_DAYS`` (ten years) is read as unknown.
     """
     if not isinstance(dispense, dict):
         return NAN
     duration = dispense.get("expectedSupplyDuration")
     if not isinstance(duration, dict) or not isinstance(duration.get("value"), int | float):
         return NAN
-    unit = duration.get("code") or DURATION_UNITS.get(str(duration.get("unit", "")).lower())
+    unit = duration.get("code")
+    if unit not in PERIOD_DAYS:
+        unit = DURATION_UNITS.get(str(duration.get("unit", "")).strip().lower())
     if unit not in PERIOD_DAYS or duration["value"] <= 0:
         return NAN
     repeats = dispense.get("numberOfRepeatsAllowed", 0)
     repeats = repeats if isinstance(repeats, int) and repeats >= 0 else 0
-    return float(duration["value"]) * PERIOD_DAYS[unit] * (1 + repeats)
+    days = float(duration["value"]) * PERIOD_DAYS[unit] * (1 + repeats)
+    return days if days <= MAX_SUPPLY_DAYS else NAN
 
 
 def _quantity(q: object) -> tuple[float, str]:
