@@ -504,12 +504,8 @@ class DynamicTwins:
             for q, qv in zip(qs, qvals, strict=True):
                 data_vars[f"{name}_{quantile_name(q)}"] = (dims, qv[..., f])
         ds = xr.Dataset(data_vars, coords=coords)
-        units = {
-            f: model.schema[m].feature(n).unit
-            for (m, n), f in zip(model.features, self.feature_names, strict=True)
-        }
-        for name in self.feature_names:
-            ds[name].attrs["units"] = units[name]
+        for name, info in model.feature_schemas.items():
+            ds[name].attrs["units"] = info.unit
         ds.attrs.update(
             {
                 "relative_to": relative_to,
@@ -528,8 +524,8 @@ class DynamicTwins:
         Only observations strictly after each twin's current time are used (earlier
         ones are taken as already known), so passing the full updated record is
         fine.  A death recorded in ``new_observations`` (covariate ``deceased``) is
-        taken over; one the twins already have is kept when the new data have none.  Times are matched by calendar date: a new export with its own
-        reference time (e.g. a FHIR bundle of recent records, read alone) is moved
+        taken over; one the twins already have is kept when the new data have none.
+        Times are matched by calendar date: a new export with its own reference time (e.g. a FHIR bundle of recent records, read alone) is moved
         onto the twins' reference time first.  Individuals are matched by id; twins
         absent from ``new_observations`` are unchanged. Interventions of the new cohort are added to the recorded ones
         (they drive the state between the current time and the new observations).

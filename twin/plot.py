@@ -89,7 +89,8 @@ def plot_twin(
         raise ValueError("plot_twin draws one individual")
     ax = _axes(ax)
     pid = str(one.individuals[0])
-    unit, display = _unit(twins, feature), _display(twins, feature)
+    info = twins.model.feature_schemas[feature]
+    unit, display = info.unit, info.display
     x = _TimeAxis(one.reference_time[0], dates)
     obs = one.observations()
     obs = obs[obs["feature"] == feature]
@@ -258,21 +259,3 @@ def plot_imputed(
     ax.set_title(f"{modality}: {len(rows)} hidden entries, {covered.mean():.0%} covered")
     ax.legend(loc="best", fontsize="small")
     return ax
-
-
-def _feature_schema(twins: DynamicTwins, feature: str) -> Any:
-    model = twins.model
-    for (m, f), name in zip(model.features, model.feature_names, strict=True):
-        if name == feature:
-            return model.schema[m].feature(f)
-    return None
-
-
-def _unit(twins: DynamicTwins, feature: str) -> str:
-    info = _feature_schema(twins, feature)
-    return info.unit if info is not None else ""
-
-
-def _display(twins: DynamicTwins, feature: str) -> str:
-    info = _feature_schema(twins, feature)
-    return info.display if info is not None else ""

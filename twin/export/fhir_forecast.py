@@ -83,7 +83,7 @@ def forecast_bundle(
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     lo_name, hi_name = quantile_name((1 - level) / 2), quantile_name((1 + level) / 2)
-    info = _feature_info(twins)
+    info = twins.model.feature_schemas
     names = [f for f in twins.feature_names if f in forecast.data_vars]
     if not names:
         raise ValueError(
@@ -130,14 +130,6 @@ def forecast_bundle(
 def write_bundle(bundle: Mapping, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``bundle`` as JSON atomically; an existing file is kept unless ``overwrite``."""
     return write_bytes_atomic(path, orjson.dumps(bundle, option=orjson.OPT_INDENT_2), overwrite)
-
-
-def _feature_info(twins: DynamicTwins) -> dict[str, FeatureSchema]:
-    model = twins.model
-    return {
-        name: model.schema[m].feature(f)
-        for (m, f), name in zip(model.features, model.feature_names, strict=True)
-    }
 
 
 def _quantity(value: float, unit: str) -> dict:

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twin.cohort import Cohort, CohortSchema, ModalitySchema
+from twin.cohort import Cohort, CohortSchema, FeatureSchema, ModalitySchema
 from twin.dynamics import exposure_from_table
 from twin.model.context_encoding import ContextEncoding
 from twin.model.dynamic_data import (
@@ -352,6 +352,14 @@ class DynamicTwinModel:
     @property
     def n_features(self) -> int:
         return len(self.features)
+
+    @property
+    def feature_schemas(self) -> dict[str, FeatureSchema]:
+        """The schema entry (unit, code, display, ...) of each modelled feature, by name."""
+        return {
+            name: self.schema[m].feature(f)
+            for (m, f), name in zip(self.features, self.feature_names, strict=True)
+        }
 
     @property
     def context_dim(self) -> int:

@@ -27,8 +27,8 @@ to ``kind="medication"`` rows without an end only:
    still taken when the record ends.
 
 Each rule's count goes to the ingest report's notes (``end-from-renewal``,
-``end-from-supply``, ``end-from-renewal-interval``, ``end-assumed``), so a user sees how much of the
-exposure rests on an assumption.
+``end-from-supply``, ``end-from-renewal-interval``, ``end-assumed``), so a user sees
+how much of the exposure rests on an assumption.
 """
 
 from __future__ import annotations

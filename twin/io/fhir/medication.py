@@ -7,8 +7,8 @@ and end, dose and its unit, route, and the dosing interval in days from
 ``timing.repeat`` (``period / frequency``), and for a MedicationRequest the days its
 dispensed supply lasts (``dispenseRequest.expectedSupplyDuration`` times one plus
 ``numberOfRepeatsAllowed``), which :mod:`twin.io.fhir.courses` uses to end a stopped
-order.  Resources that did not happen
-(entered-in-error, cancelled, not-done, not-taken, draft) are skipped and reported.
+order.  Resources that did not happen (entered-in-error, cancelled, not-done,
+not-taken, draft) are skipped and reported.
 """
 
 from __future__ import annotations
