@@ -1,9 +1,12 @@
-"""The README and docs/ pages stay true: their ```python blocks run as written."""
+"""The README and docs/ pages stay true: their ```python blocks run as written, and so do
+the ```bash blocks of docs/ (command-line walk-throughs; the README's are the install and
+test commands that CI runs)."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +17,7 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+SHELL = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -34,6 +38,24 @@ def test_page_code_runs(page: Path, tmp_path: Path) -> None:
                 raise AssertionError(f"{page.name} block {i} failed: {exc!r}") from exc
     finally:
         os.chdir(cwd)
+
+
+DOC_SHELL = [p for p in sorted((ROOT / "docs").glob("*.md")) if SHELL.findall(p.read_text())]
+
+
+@pytest.mark.parametrize("page", DOC_SHELL, ids=lambda p: p.name)
+def test_page_commands_run(page: Path, tmp_path: Path) -> None:
+    """Run every bash block of one docs page, in order, in a scratch folder (stop at the
+    first failing command)."""
+    for i, script in enumerate(SHELL.findall(page.read_text())):
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"{page.name} bash block {i} failed:\n{done.stderr[-3000:]}"
 
 
 def test_readme_names_the_two_commands_ci_runs() -> None:

@@ -6,6 +6,7 @@ import typer
 
 from twin.cli.cohort_info import info
 from twin.cli.demo import demo
+from twin.cli.fit import fit
 from twin.cli.forecast import forecast
 from twin.cli.ingest import ingest
 from twin.cli.simulate import simulate
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.command()(ingest)
+app.command()(fit)
 app.command()(forecast)
 app.command()(info)
 app.command()(simulate)

@@ -24,8 +24,11 @@ def plain(message: object) -> Text:
 
 
 def print_error(message: object, console: Console | None = None) -> None:
-    """Print ``error: <message>`` to standard error (or ``console``), brackets kept."""
+    """Print ``error: <message>`` to standard error (or ``console``), brackets kept; a
+    ``KeyError`` shows its text, not its quoted repr."""
     console = console or Console(stderr=True, soft_wrap=True)
+    if isinstance(message, KeyError) and len(message.args) == 1:
+        message = message.args[0]  # str(KeyError) would quote the whole text
     console.print(Text.assemble(("error: ", "red"), str(message)))
 
 

@@ -1099,11 +1099,11 @@ class DynamicTwinModel:
         ]
         lines.append(f"  features: {_first(feats, 12)}")
         if self.forecast_scale is not None:
-            factors = ", ".join(
+            factors = [
                 f"{n} x{c:.2f}"
                 for n, c in zip(self.feature_names, self.forecast_scale, strict=True)
-            )
-            lines.append(f"  forecast sd calibrated: {factors}")
+            ]
+            lines.append(f"  forecast sd calibrated: {_first(factors, 12)}")
         agents = self.agents
         if agents is None:
             lines.append("  agents: from the training cohort")
