@@ -294,3 +294,32 @@ def test_a_death_recorded_before_the_last_reading_or_without_a_date(cohort, mode
     covariates = pd.DataFrame({"deceased": np.ones(len(cohort))}, index=cohort.individuals)
     flagged = twin.Cohort.from_tables(longitudinal={"labs": long}, covariates=covariates)
     assert flagged.reference_time.notna().all() and flagged.death_t.isna().all()
+    # a 0/1 deceased_flag of 1 with no date (FHIR deceasedBoolean): dead by the last record
+    covariates = pd.DataFrame(
+        {"deceased": pd.to_datetime([pd.NaT] * len(cohort)), "deceased_flag": 0.0},
+        index=cohort.individuals,
+    )
+    covariates.loc["p002", "deceased_flag"] = 1.0
+    units = {"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}}
+    undated = twin.Cohort.from_tables(
+        longitudinal={"labs": long}, covariates=covariates, feature_info=units
+    )
+    assert undated.death_t["p002"] == -np.inf and undated.death_t.drop("p002").isna().all()
+    twins = model.instantiate(undated)
+    assert (
+        twins.death_cutoff[2] == twins.time[2] and np.isnan(np.delete(twins.death_cutoff, 2)).all()
+    )
+    assert np.isfinite(twins.forecast([0.0], relative_to="last")["y1"].values).all()
+    with pytest.warns(UserWarning, match="1 with no date of death: cut at the last record"):
+        later = twins.forecast([30.0], relative_to="last")
+    assert np.isnan(later["y1"].values[2]).all()
+    assert np.isfinite(np.delete(later["y1"].values, 2, axis=0)).all()
+    # a dated death already known is not replaced by an undated report
+    known = model.instantiate(dated_cohort(cohort, slice(0, 3), deceased={"p002": 500.0}))
+    updated = known.update(undated)
+    assert updated.death_time[2] == 500.0
+    # an undated report is taken where nothing was known
+    assert (
+        model.instantiate(dated_cohort(cohort, slice(0, 3))).update(undated).death_time[2]
+        == -np.inf
+    )

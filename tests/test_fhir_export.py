@@ -60,6 +60,10 @@ def test_bundle_holds_one_valid_observation_per_finite_forecast(dated, tmp_path)
     p3 = [o for o in obs if o["subject"]["reference"] == "Patient/p003"]
     death = pd.Timestamp("2020-01-01") + pd.Timedelta(days=float(twins["p003"].death_time[0]))
     assert all(pd.Timestamp(o["effectiveDateTime"]).tz_convert(None) <= death for o in p3)
+    # a forecast made through the death (after_death="keep") exports the same entries
+    kept = twins.forecast([30.0, 90.0], relative_to="last", after_death="keep")
+    assert np.isfinite(kept["y1"].sel(individual="p003").values).all()
+    assert forecast_bundle(twins, kept) == bundle
     # same forecast, same ids; written atomically, not over an existing file
     assert forecast_bundle(twins, fc) == bundle
     path = write_bundle(bundle, tmp_path / "fc.json")

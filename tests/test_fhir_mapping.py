@@ -86,6 +86,19 @@ def test_numeric_observation_keeps_value_time_and_unit(synthea):
     assert feat["display"] == weights[0]["code"]["coding"][0]["display"]
 
 
+def test_a_death_without_a_date_is_known_but_undated(tmp_path):
+    """``deceasedBoolean: true``: the patient died, date unknown -- ``death_t`` is -inf,
+    which ends forecasts at the last record; the living patient has no death."""
+    bp = load("Observation-blood-pressure.json")
+    dead = {**load("Patient-example.json"), "deceasedBoolean": True}
+    cohort = read_fhir(write(tmp_path, dead, bp), features=EVERYTHING)
+    assert cohort.covariates.loc["example", "deceased_flag"] == 1.0
+    assert cohort.death_t["example"] == -np.inf
+    alive = {**load("Patient-example.json"), "deceasedBoolean": False}
+    cohort = read_fhir(write(tmp_path / "alive", alive, bp), features=EVERYTHING)
+    assert np.isnan(cohort.death_t["example"])
+
+
 def test_blood_pressure_components_become_separate_features(tmp_path):
     bp = load("Observation-blood-pressure.json")
     cohort = read_fhir(write(tmp_path, load("Patient-example.json"), bp), features=EVERYTHING)

@@ -65,7 +65,8 @@ class DynamicTwins:
         ``(N,)`` time zero of each individual (NaT without a calendar).
     death_time
         ``(N,)`` days since reference of each individual's recorded death
-        (:attr:`Cohort.death_t`), NaN where none; forecasts after it are NaN.
+        (:attr:`Cohort.death_t`), NaN where none, ``-inf`` where the death has no
+        date; forecasts after it are NaN.
     """
 
     def __init__(
@@ -111,10 +112,11 @@ class DynamicTwins:
 
         The recorded death, or the twin's current time where its record goes on past
         the recorded death (a date-only ``deceasedDateTime`` reads as midnight, before
-        readings of that day): a twin is always forecast up to its last observation.
+        readings of that day) or where the death has no date: a twin is always
+        forecast up to its last observation.
         """
         d = self.death_time
-        return np.where(np.isfinite(d), np.maximum(d, self.time), np.nan)
+        return np.where(np.isnan(d), np.nan, np.maximum(d, self.time))
 
     def __len__(self) -> int:
         return len(self.individuals)
@@ -454,9 +456,11 @@ class DynamicTwins:
         if mode == "keep" or not after.any():
             return ds
         who = after.any(axis=1)
+        undated = int((who & np.isneginf(self.death_time)).sum())
+        note = f" ({undated} with no date of death: cut at the last record)" if undated else ""
         warnings.warn(
-            f"{int(who.sum())} twin(s) have a recorded death before some asked times, e.g. "
-            f"{self.individuals[who][0]!r}: the forecast is NaN after it "
+            f"{int(who.sum())} twin(s) have a recorded death before some asked times{note}, "
+            f"e.g. {self.individuals[who][0]!r}: the forecast is NaN after it "
             "(after_death='keep' forecasts it anyway)",
             UserWarning,
             stacklevel=3,
@@ -595,7 +599,9 @@ class DynamicTwins:
         history = Sequences.concatenate(self.history, full)
         death = self.death_time.copy()
         reported = new_observations.death_t.to_numpy()
-        death[pos] = np.where(np.isfinite(reported), reported, death[pos])
+        # a dated death is taken over; an undated one only where none was known
+        take = np.isfinite(reported) | (np.isneginf(reported) & np.isnan(death[pos]))
+        death[pos] = np.where(take, reported, death[pos])
         return DynamicTwins(
             model,
             individuals=self.individuals,

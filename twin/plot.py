@@ -117,7 +117,9 @@ def plot_twin(
     else:
         plot_simulation(result, pid, feature, level=level, ax=ax, x=x)
     if np.isfinite(death):
-        ax.axvline(x(death), color="black", linestyle="--", linewidth=1, label="death")
+        undated = bool(np.isneginf(one.death_time[0]))
+        label = "deceased (date unknown)" if undated else "death"
+        ax.axvline(x(death), color="black", linestyle="--", linewidth=1, label=label)
     ax.scatter(
         x(obs["t"].to_numpy()), obs["value"], color="black", s=14, zorder=3, label="observed"
     )

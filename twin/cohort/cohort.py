@@ -256,17 +256,23 @@ class Cohort:
         Read from a datetime covariate ``deceased`` (what :func:`twin.read_fhir` takes
         from ``Patient.deceasedDateTime``); all NaN when the cohort has no such
         covariate, when it is not a date (e.g. a 0/1 flag) or without a calendar.
+        ``-inf`` where a covariate ``deceased_flag`` of 1 says the individual died but
+        no date is recorded (FHIR ``deceasedBoolean: true``): dead by the time of the
+        record, date unknown.
         """
         death = pd.Series(np.nan, index=self.individuals, dtype=float)
-        if "deceased" not in self.covariate_names:
-            return death
-        values = self.data["covariate_deceased"].values
-        if not np.issubdtype(values.dtype, np.datetime64):  # e.g. a 0/1 flag: no date
-            return death
-        when = pd.to_datetime(values)
-        ref = pd.to_datetime(self.data["reference_time"].values, errors="coerce")
-        days = (when - ref) / pd.Timedelta(days=1)
-        return pd.Series(np.asarray(days, dtype=float), index=self.individuals)
+        if "deceased" in self.covariate_names:
+            values = self.data["covariate_deceased"].values
+            if np.issubdtype(values.dtype, np.datetime64):  # a 0/1 flag has no date
+                when = pd.to_datetime(values)
+                ref = pd.to_datetime(self.data["reference_time"].values, errors="coerce")
+                death[:] = np.asarray((when - ref) / pd.Timedelta(days=1), dtype=float)
+        if "deceased_flag" in self.covariate_names:
+            flag = np.asarray(self.data["covariate_deceased_flag"].values)
+            if np.issubdtype(flag.dtype, np.number):
+                undated = (flag == 1) & death.isna().to_numpy()
+                death[undated] = -np.inf
+        return death
 
     def conform(self, schema: CohortSchema, *, warn: bool = True) -> Cohort:
         """The cohort laid out on ``schema`` (a model's): same modalities, features, levels.

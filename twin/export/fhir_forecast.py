@@ -12,8 +12,9 @@ Each finite forecast of a feature, for one individual at one calendar time, beco
   viewer shows), and the predictive sd in a ``note``;
 * ``subject``: ``Patient/<individual id>``; ``effectiveDateTime``: the forecast date.
 
-Forecast entries that are NaN (before an individual's first observation, after a
-recorded death) are left out, and so is the ``entry`` list when nothing is left.
+Forecast entries that are NaN (before an individual's first observation) or after a
+recorded death (also from a forecast made with ``after_death="keep"``) are left out,
+and so is the ``entry`` list when nothing is left.
 Resource ids are UUIDv5 of (individual, feature, date to the second), so exporting the
 same forecast twice gives the same Bundle, and a date asked twice gives one entry.
 Values keep 8 significant digits.
@@ -42,6 +43,16 @@ __all__ = ["forecast_bundle", "write_bundle"]
 
 UCUM = "http://unitsofmeasure.org"
 _NAMESPACE = uuid.UUID("5b7c1c9e-4d0a-4a53-9f57-1d1f3e7a2c10")
+
+
+def _alive(twins: DynamicTwins, ids: np.ndarray, forecast: xr.Dataset) -> np.ndarray:
+    """``(individual, time)``: False at forecast times after the twin's recorded death."""
+    if "t" not in forecast.coords:
+        return np.ones((len(ids), forecast.sizes["time"]), dtype=bool)
+    pos = pd.Index(twins.individuals.astype(str)).get_indexer(ids)
+    cutoff = np.where(pos >= 0, twins.death_cutoff[pos], np.nan)
+    t = forecast["t"].transpose("individual", "time").values
+    return ~(t > cutoff[:, None])
 
 
 def forecast_bundle(
@@ -101,6 +112,7 @@ def forecast_bundle(
         [d.strftime("%Y-%m-%dT%H:%M:%SZ") if not pd.isna(d) else "" for d in dates], dtype=object
     ).reshape(forecast["date"].shape)
     ids = np.asarray(forecast["individual"].values).astype(str)
+    alive = _alive(twins, ids, forecast)
     entries, seen = [], set()
     for name in names:
         mean = forecast[name].transpose("individual", "time").values
@@ -108,7 +120,7 @@ def forecast_bundle(
         lo = forecast[f"{name}_{lo_name}"].transpose("individual", "time").values
         hi = forecast[f"{name}_{hi_name}"].transpose("individual", "time").values
         feature = info[name]
-        keep = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi) & (stamps != "")
+        keep = np.isfinite(mean) & np.isfinite(lo) & np.isfinite(hi) & (stamps != "") & alive
         for i, k in zip(*np.nonzero(keep), strict=True):
             obs = _observation(
                 feature, ids[i], stamps[i, k], mean[i, k], sd[i, k], lo[i, k], hi[i, k], level
