@@ -341,8 +341,12 @@ def test_graph_plot():
     ax = steel_graph().plot()
     labels = sorted(t.get_text() for t in ax.texts)
     assert labels == ["composition", "inclusions", "processing", "properties"]
+    assert not any(t.get_clip_on() for t in ax.texts)  # names under the nodes, never cut
     assert "may inform" in ax.get_title()
     plt.close(ax.figure)
+    from twin.materials.graph import _wrap
+
+    assert _wrap("strength_at_age") == "strength_at\n_age" and _wrap("mix") == "mix"
 
 
 def test_the_readers_follow_their_own_separator_hint(tmp_path):

@@ -310,7 +310,8 @@ class ProcessGraph:
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            fig.subplots_adjust(left=0.02, right=0.75)  # room for the legend on the right
         columns: dict[int, list[str]] = {}
         for m, r in self.roles.items():
             columns.setdefault(ROLES[r], []).append(m)
@@ -319,10 +320,16 @@ class ProcessGraph:
             for k, m in enumerate(nodes):
                 pos[m] = (float(stage), (len(nodes) - 1) / 2 - k)
         colours = [_COLOURS[self._g.nodes[m]["role"]] for m in self._g]
-        nx.draw_networkx_nodes(self._g, pos, ax=ax, node_color=colours, node_size=1800)
-        nx.draw_networkx_labels(self._g, pos, ax=ax, font_size=9, font_color="white")
+        size = 700
+        nx.draw_networkx_nodes(self._g, pos, ax=ax, node_color=colours, node_size=size)
+        # names under the nodes (long ones wrapped at underscores), never clipped by them
+        below = {m: (x, y - 0.22) for m, (x, y) in pos.items()}
+        labels = {m: _wrap(m) for m in self._g}
+        nx.draw_networkx_labels(
+            self._g, below, labels, ax=ax, font_size=9, verticalalignment="top", clip_on=False
+        )
         nx.draw_networkx_edges(
-            self._g, pos, ax=ax, arrows=True, arrowsize=15, node_size=1800, edge_color="0.4"
+            self._g, pos, ax=ax, arrows=True, arrowsize=15, node_size=size, edge_color="0.4"
         )
         for role in dict.fromkeys(self.roles.values()):
             ax.scatter([], [], color=_COLOURS[role], label=role)
@@ -331,6 +338,17 @@ class ProcessGraph:
         if self.time_axis:
             title += f" (time axis: {self.time_axis})"
         ax.set_title(title, fontsize=10)
-        ax.margins(0.25)
+        ax.margins(0.25, 0.3)
         ax.set_axis_off()
         return ax
+
+
+def _wrap(name: str, width: int = 12) -> str:
+    """``name`` broken at underscores into lines of about ``width`` characters."""
+    lines: list[str] = []
+    for part in name.split("_"):
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += "_" + part
+        else:
+            lines.append(part if not lines else "_" + part)
+    return "\n".join(lines)
