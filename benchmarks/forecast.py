@@ -195,8 +195,8 @@ def run_synthea(args: argparse.Namespace) -> dict:
         sub = test.select(pos)
         cut = tg["t"].to_numpy(dtype=float)
         twins = model.instantiate(observations_before(sub, cut))
-        fc = twins.forecast(cut[:, None])
-        raw = twins.forecast(cut[:, None], calibrated=False)
+        fc = twins.forecast(cut[:, None], after_death="keep")  # held-out readings exist
+        raw = twins.forecast(cut[:, None], calibrated=False, after_death="keep")
         y = tg["y"].to_numpy(dtype=float)
         med = fc[f"{code}_q50"].values[:, 0]
         lo, hi = fc[f"{code}_q05"].values[:, 0], fc[f"{code}_q95"].values[:, 0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -46,11 +47,14 @@ DOC_SHELL = [p for p in sorted((ROOT / "docs").glob("*.md")) if SHELL.findall(p.
 @pytest.mark.parametrize("page", DOC_SHELL, ids=lambda p: p.name)
 def test_page_commands_run(page: Path, tmp_path: Path) -> None:
     """Run every bash block of one docs page, in order, in a scratch folder (stop at the
-    first failing command)."""
+    first failing command), with this interpreter's ``twin`` and ``python3`` first on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     for i, script in enumerate(SHELL.findall(page.read_text())):
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
             cwd=tmp_path,
+            env=env,
             capture_output=True,
             text=True,
             timeout=600,

@@ -314,6 +314,24 @@ def test_a_death_recorded_before_the_last_reading_or_without_a_date(cohort, mode
         later = twins.forecast([30.0], relative_to="last")
     assert np.isnan(later["y1"].values[2]).all()
     assert np.isfinite(np.delete(later["y1"].values, 2, axis=0)).all()
+    # a dated death without a calendar has no day: NaN, not an undated death
+    days = cohort.to_long("labs").drop(columns="time").rename(columns={"t": "time"})
+    days = days[list(long.columns)]
+    covariates["deceased"] = pd.Timestamp("2021-01-01")
+    nocal = twin.Cohort.from_tables(longitudinal={"labs": days}, covariates=covariates)
+    assert nocal.death_t.isna().all()
+    # a flag that is not a number is not read as deaths, and says so
+    covariates["deceased_flag"] = "yes"
+    with pytest.warns(UserWarning, match="'deceased_flag' is .* not 0/1 numbers"):
+        text = twin.Cohort.from_tables(longitudinal={"labs": long}, covariates=covariates)
+        assert text.death_t.notna().all()  # the dated deaths only
+    # calibration forecasts readings that exist: an undated death drops nobody from it
+    import copy
+
+    flags_off = twin.Cohort.from_tables(longitudinal={"labs": long}, feature_info=units)
+    with_flag = copy.deepcopy(model).calibrate_forecast(undated)
+    without = copy.deepcopy(model).calibrate_forecast(flags_off)
+    assert (with_flag["n"] == without["n"]).all() and (with_flag["n"] > 0).all()
     # a dated death already known is not replaced by an undated report
     known = model.instantiate(dated_cohort(cohort, slice(0, 3), deceased={"p002": 500.0}))
     updated = known.update(undated)

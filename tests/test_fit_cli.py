@@ -83,7 +83,13 @@ def test_fit_cli_trains_the_same_model_as_the_python_api(tmp_path):
     [
         ("agent: [drug]\n", "unknown setting 'agent' (did you mean 'agents'?)"),
         ("fit: {epoch: 3}\n", "unknown 'fit' settings ['epoch']"),
-        ("calibrate: 1.5\n", "'calibrate' must be a level in (0, 1)"),
+        ("calibrate: 1.5\n", "'calibrate' must be 0 (none) or a level in (0, 1)"),
+        ("fit: {lr: fast}\n", "'fit.lr' must be a number, got 'fast'"),
+        ("fit: {seed: 1.5}\n", "'fit.seed' must be a whole number"),
+        ("latent_dim: two\n", "'latent_dim' must be a number"),
+        ("transforms: [y1]\n", "'transforms' must be a mapping"),
+        ("standardize: 1\n", "'standardize' must be true or false"),
+        ("timescales: [1, 2, 3]\n", "'timescales' must be two numbers"),
         ("- latent_dim\n", "expected a mapping of settings"),
         ("agents: drug\n", "'agents' must be a list"),
         ("latent_dim: [2\n", "not valid YAML"),
@@ -95,6 +101,20 @@ def test_fit_config_errors_name_the_file_and_setting(tmp_path, config, message):
     with pytest.raises((ValueError, FileNotFoundError)) as info:
         read_fit_config(path)
     assert message in str(info.value) and "bad.yaml" in str(info.value)
+
+
+def test_fit_config_values_are_converted(tmp_path):
+    path = tmp_path / "fit.yaml"
+    path.write_text(
+        "agents: [316049, '03']\nfit: {lr: 1e-3, epochs: 10.0}\ncalibrate: 0\n"
+        "effect_prior_sd: {'*': 1}\ntimescales: [1, 300]\n"
+    )
+    config = read_fit_config(path)
+    assert config["agents"] == ["316049", "03"]  # codes as text
+    assert config["fit"] == {"lr": 0.001, "epochs": 10}  # YAML reads 1e-3 as text
+    assert isinstance(config["fit"]["epochs"], int)
+    assert config["calibrate"] is None  # 0: no calibration, as on the command line
+    assert config["effect_prior_sd"] == {"*": 1.0} and config["timescales"] == (1.0, 300.0)
 
 
 def test_fit_refuses_bad_input_without_writing(tmp_path):
@@ -112,6 +132,10 @@ def test_fit_refuses_bad_input_without_writing(tmp_path):
     assert missing.exit_code == 1
     config = runner.invoke(app, [*base, "-c", str(tmp_path / "nope.yaml")])
     assert config.exit_code == 1 and "no such config file" in config.output
+    both = runner.invoke(app, [*base, "-a", "drug", "--no-agents"])
+    assert both.exit_code == 2 and "not both" in both.output
+    twice = runner.invoke(app, [*base, "-f", "y1", "-f", "y1"])
+    assert twice.exit_code == 1 and "'y1' and 'y1' are the same feature" in words(twice)
     assert not out.exists()
 
 
@@ -124,3 +148,11 @@ def test_display_names_resolve_only_when_unambiguous():
     assert resolve_features(cohort.schema, None, ["y1"]) == ["y1"]
     with pytest.raises(KeyError, match="display name of"):
         resolve_features(cohort.schema, None, ["glucose"])
+    rows = [{"individual": "a", "time": 0.0, "feature": "y1", "value": 1.0}]
+    one = twin.Cohort.from_tables(
+        longitudinal={"labs": pd.DataFrame(rows)},
+        feature_info={"labs": {"y1": {"display": "Glucose"}}},
+    )
+    assert resolve_features(one.schema, None, ["GLUCOSE"]) == ["y1"]
+    with pytest.raises(KeyError, match="'y1' and 'glucose' are the same feature 'y1'"):
+        resolve_features(one.schema, None, ["y1", "glucose"])

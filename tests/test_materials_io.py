@@ -341,12 +341,26 @@ def test_graph_plot():
     ax = steel_graph().plot()
     labels = sorted(t.get_text() for t in ax.texts)
     assert labels == ["composition", "inclusions", "processing", "properties"]
-    assert not any(t.get_clip_on() for t in ax.texts)  # names under the nodes, never cut
     assert "may inform" in ax.get_title()
     plt.close(ax.figure)
-    from twin.materials.graph import _wrap
+    from twin.materials.graph import ProcessGraph, _wrap
 
     assert _wrap("strength_at_age") == "strength_at\n_age" and _wrap("mix") == "mix"
+    # one node per stage (no height to the layout): every name is drawn inside the figure
+    chain = ProcessGraph(
+        {"mix_design": "composition", "pore_structure": "structure", "strength_at_age": "property"},
+        [("mix_design", "pore_structure"), ("pore_structure", "strength_at_age")],
+    )
+    for graph in (chain, steel_graph()):
+        ax = graph.plot()
+        fig = ax.figure
+        fig.canvas.draw()
+        box = fig.bbox
+        for text in ax.texts:
+            ext = text.get_window_extent()
+            inside = box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1
+            assert inside, (text.get_text(), ext, box)
+        plt.close(fig)
 
 
 def test_the_readers_follow_their_own_separator_hint(tmp_path):

@@ -118,6 +118,12 @@ class DynamicTwins:
         d = self.death_time
         return np.where(np.isnan(d), np.nan, np.maximum(d, self.time))
 
+    def undated_death_note(self, who: np.ndarray) -> str:
+        """`` (k with no date of death: cut at the last record)`` for the twins flagged in
+        ``who`` whose death has no date, or ``""``."""
+        undated = int((np.asarray(who, dtype=bool) & np.isneginf(self.death_time)).sum())
+        return f" ({undated} with no date of death: cut at the last record)" if undated else ""
+
     def __len__(self) -> int:
         return len(self.individuals)
 
@@ -456,10 +462,9 @@ class DynamicTwins:
         if mode == "keep" or not after.any():
             return ds
         who = after.any(axis=1)
-        undated = int((who & np.isneginf(self.death_time)).sum())
-        note = f" ({undated} with no date of death: cut at the last record)" if undated else ""
         warnings.warn(
-            f"{int(who.sum())} twin(s) have a recorded death before some asked times{note}, "
+            f"{int(who.sum())} twin(s) have a recorded death before some asked times"
+            f"{self.undated_death_note(who)}, "
             f"e.g. {self.individuals[who][0]!r}: the forecast is NaN after it "
             "(after_death='keep' forecasts it anyway)",
             UserWarning,
@@ -528,7 +533,8 @@ class DynamicTwins:
         Only observations strictly after each twin's current time are used (earlier
         ones are taken as already known), so passing the full updated record is
         fine.  A death recorded in ``new_observations`` (covariate ``deceased``) is
-        taken over; one the twins already have is kept when the new data have none.
+        taken over; one the twins already have is kept when the new data have none, and
+        a dated one is kept when the new data report the death without a date.
         Times are matched by calendar date: a new export with its own reference time (e.g. a FHIR bundle of recent records, read alone) is moved
         onto the twins' reference time first.  Individuals are matched by id; twins
         absent from ``new_observations`` are unchanged. Interventions of the new cohort are added to the recorded ones

@@ -431,8 +431,8 @@ def _after_death(twins: DynamicTwins, absolute: np.ndarray) -> np.ndarray:
     if after.any():
         who = after.any(axis=1)
         warnings.warn(
-            f"{int(who.sum())} twin(s) have a recorded death inside the simulated horizon, "
-            f"e.g. {twins.individuals[who][0]!r}: their trajectories after it are kept as "
+            f"{int(who.sum())} twin(s) have a recorded death inside the simulated horizon"
+            f"{twins.undated_death_note(who)}, e.g. {twins.individuals[who][0]!r}: their trajectories after it are kept as "
             "counterfactual (flagged in the 'after_death' coordinate; the model has no "
             "survival part)",
             UserWarning,

@@ -2,9 +2,10 @@
 
 The step between ``twin ingest`` (records → cohort file) and ``twin forecast`` /
 ``twin simulate`` (saved model + cohort → results).  The model's settings come from
-the command line, from a YAML file (``--config``) holding any keyword argument of
-:class:`~twin.model.dynamic_model.DynamicTwinModel` plus ``fit`` (training settings)
-and ``calibrate`` (interval level, or ``false``), or both; the command line wins.
+the command line, from a YAML file (``--config``) holding the keyword arguments of
+:class:`~twin.model.dynamic_model.DynamicTwinModel` in :data:`MODEL_KEYS` plus ``fit``
+(training settings) and ``calibrate`` (interval level, or ``false``), or both; the
+command line wins.
 """
 
 from __future__ import annotations
@@ -21,27 +22,38 @@ from rich.console import Console
 
 from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail, plain
 
-#: Keyword arguments of DynamicTwinModel a config file may set.
-MODEL_KEYS = (
-    "modalities",
-    "features",
-    "latent_dim",
-    "agents",
-    "transforms",
-    "dynamics",
-    "prior_effects",
-    "agent_exposure",
-    "effect_prior_sd",
-    "covariates",
-    "timescales",
-    "time_unit",
-    "insert_events",
-    "standardize",
-    "neural",
-    "structure",
-)
-#: Keys of the config's ``fit`` section (DynamicTwinModel.fit).
-FIT_KEYS = ("epochs", "lr", "batch_size", "validation", "patience", "seed")
+#: Keyword arguments of DynamicTwinModel a config file may set, with their kind:
+#: ``int``, ``float``, ``bool``, ``str``, ``list`` (of names), ``map`` (a mapping),
+#: ``features`` (a list or a mapping of modality to list), ``sd`` (a number or a
+#: mapping of agent to number), ``pair`` (two numbers).  Device and dtype settings
+#: are left to the machine (``device="auto"``).
+MODEL_KEYS: dict[str, str] = {
+    "modalities": "list",
+    "features": "features",
+    "latent_dim": "int",
+    "agents": "list",
+    "transforms": "map",
+    "dynamics": "str",
+    "prior_effects": "map",
+    "agent_exposure": "map",
+    "effect_prior_sd": "sd",
+    "covariates": "list",
+    "timescales": "pair",
+    "time_unit": "float",
+    "insert_events": "bool",
+    "standardize": "bool",
+    "neural": "map",
+    "structure": "str",
+}
+#: Keys of the config's ``fit`` section (DynamicTwinModel.fit) and their kind.
+FIT_KEYS: dict[str, str] = {
+    "epochs": "int",
+    "lr": "float",
+    "batch_size": "int",
+    "validation": "float",
+    "patience": "int",
+    "seed": "int",
+}
 #: Default central interval level that ``calibrate`` rescales forecasts to.
 DEFAULT_LEVEL = 0.9
 
@@ -49,12 +61,27 @@ DEFAULT_LEVEL = 0.9
 def read_fit_config(path: str | os.PathLike) -> dict[str, Any]:
     """The settings of a ``twin fit`` YAML file, checked key by key.
 
+    Parameters
+    ----------
+    path
+        YAML file: a mapping of :data:`MODEL_KEYS`, ``fit`` (a mapping of
+        :data:`FIT_KEYS`) and ``calibrate`` (``true``, ``false``/``0`` or a level).
+
     Returns
     -------
     dict
-        Model keyword arguments (:data:`MODEL_KEYS`), ``fit`` (a dict of
-        :data:`FIT_KEYS`) and ``calibrate`` (a level in (0, 1), or ``None`` for no
-        calibration) where the file gives them.
+        Model keyword arguments, ``fit`` (a dict) and ``calibrate`` (a level in
+        (0, 1), or ``None`` for no calibration) where the file gives them; names
+        (agents, modalities, covariates) as strings, numbers as numbers.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not YAML, not a mapping, an unknown setting (the closest allowed one is
+        suggested) or a value of the wrong kind; the message names the file and the
+        setting.
     """
     import yaml
 
@@ -82,26 +109,60 @@ def read_fit_config(path: str | os.PathLike) -> dict[str, Any]:
             bad = [k for k in value if k not in FIT_KEYS]
             if bad:
                 raise ValueError(f"{path}: unknown 'fit' settings {bad}; allowed: {list(FIT_KEYS)}")
-            out["fit"] = dict(value)
+            out["fit"] = {k: _typed(v, FIT_KEYS[k], f"{path}: 'fit.{k}'") for k, v in value.items()}
         elif key == "calibrate":
             out["calibrate"] = _calibration_level(value, f"{path}: 'calibrate'")
-        elif key == "agents" and value is not None:
-            out["agents"] = [str(a) for a in _as_list(value, path, key)]  # codes read as numbers
-        elif key in ("modalities", "covariates") and value is not None:
-            out[key] = [str(v) for v in _as_list(value, path, key)]
         else:
-            out[key] = value
+            out[key] = _typed(value, MODEL_KEYS[key], f"{path}: {key!r}")
     return out
 
 
-def _as_list(value: Any, path: Path, key: str) -> list:
+def _typed(value: Any, kind: str, where: str) -> Any:
+    """``value`` checked (and converted: ``"1e-3"`` → 0.001, codes → str) as ``kind``."""
+    if value is None:
+        return None
+
+    def number(v: Any, cast: type) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"{where} must be a number, got {v!r}")
+        try:
+            x = float(v)  # YAML reads 1e-3 as text
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be a number, got {v!r}") from None
+        if cast is int and not x.is_integer():
+            raise ValueError(f"{where} must be a whole number, got {v!r}")
+        return cast(x)
+
+    if kind in ("int", "float"):
+        return number(value, int if kind == "int" else float)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be text, got {value!r}")
+        return value
+    if kind == "map" or (kind in ("features", "sd") and isinstance(value, Mapping)):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be a mapping (name: value), got {value!r}")
+        if kind == "sd":
+            return {str(k): number(v, float) for k, v in value.items()}
+        return {str(k): v for k, v in value.items()}
+    if kind == "sd":
+        return number(value, float)
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ValueError(f"{path}: {key!r} must be a list, got {value!r}")
-    return list(value)
+        raise ValueError(f"{where} must be a list, got {value!r}")
+    if kind == "pair":
+        if len(value) != 2:
+            raise ValueError(f"{where} must be two numbers, got {value!r}")
+        return tuple(number(v, float) for v in value)
+    return [str(v) for v in value]  # names; agent codes YAML read as numbers
 
 
 def _calibration_level(value: Any, what: str) -> float | None:
-    """``True`` → :data:`DEFAULT_LEVEL`, ``False``/``None`` → no calibration, else a level."""
+    """``True`` → :data:`DEFAULT_LEVEL`; ``False``, ``None`` or 0 → no calibration;
+    else a level in (0, 1)."""
     if value is None or value is False:
         return None
     if value is True:
@@ -112,17 +173,39 @@ def _calibration_level(value: Any, what: str) -> float | None:
         raise ValueError(
             f"{what} must be true, false or a level in (0, 1), got {value!r}"
         ) from None
+    if level == 0:
+        return None
     if not 0 < level < 1:
-        raise ValueError(f"{what} must be a level in (0, 1), got {value!r}")
+        raise ValueError(f"{what} must be 0 (none) or a level in (0, 1), got {value!r}")
     return level
 
 
 def resolve_features(
     schema: Any, modalities: Sequence[str] | None, wanted: Sequence[str]
 ) -> list[str]:
-    """Feature names for ``wanted``: each a feature name (e.g. the LOINC code ``8480-6``)
-    or, failing that, a display name (``"Systolic Blood Pressure"``, any case) of a
-    longitudinal modality (of ``modalities`` when given)."""
+    """Feature names for ``wanted``, each a feature name or a display name.
+
+    Parameters
+    ----------
+    schema
+        The cohort's :class:`~twin.cohort.CohortSchema`.
+    modalities
+        Longitudinal modalities to look in (``None``: all of them).
+    wanted
+        Feature names (e.g. the LOINC code ``8480-6``) or, failing that, display
+        names (``"Systolic Blood Pressure"``, any case).
+
+    Returns
+    -------
+    list of str
+        The feature names, in the order asked.
+
+    Raises
+    ------
+    KeyError
+        A name that matches no feature (close names suggested), a display name
+        shared by several features, or one feature asked twice.
+    """
     mods = [m for m in schema if m.longitudinal and (modalities is None or m.name in modalities)]
     names = {f.name for m in mods for f in m.features}
     by_display: dict[str, set[str]] = {}
@@ -130,15 +213,17 @@ def resolve_features(
         for f in m.features:
             if f.display:
                 by_display.setdefault(f.display.casefold(), set()).add(f.name)
-    out = []
+    out: list[str] = []
+    asked: dict[str, str] = {}
     for want in wanted:
         want = str(want)
-        if want in names:
-            out.append(want)
-            continue
-        hits = by_display.get(want.casefold(), set())
+        hits = {want} if want in names else by_display.get(want.casefold(), set())
         if len(hits) == 1:
-            out.append(next(iter(hits)))
+            name = next(iter(hits))
+            if name in asked:
+                raise KeyError(f"{asked[name]!r} and {want!r} are the same feature {name!r}")
+            asked[name] = want
+            out.append(name)
             continue
         if len(hits) > 1:
             raise KeyError(f"feature {want!r} is the display name of {sorted(hits)}; give one code")
@@ -153,6 +238,7 @@ def resolve_features(
 
 
 def _transforms(items: Sequence[str]) -> dict[str, str]:
+    """``--transform`` items ``FEATURE=KIND`` as a mapping."""
     out = {}
     for item in items:
         name, sep, kind = item.rpartition("=")
@@ -165,8 +251,24 @@ def _transforms(items: Sequence[str]) -> dict[str, str]:
 def model_settings(
     config: Mapping[str, Any], cli: Mapping[str, Any], schema: Any
 ) -> tuple[dict[str, Any], dict[str, Any], float | None]:
-    """Model keyword arguments, fit settings and calibration level: the command line's
-    values (those not ``None``) over the config file's, feature names resolved."""
+    """The settings of one ``twin fit`` run.
+
+    Parameters
+    ----------
+    config
+        Output of :func:`read_fit_config` (``{}`` without a file).
+    cli
+        Command-line values by setting name (model keywords, :data:`FIT_KEYS`,
+        ``calibrate``); ``None`` where not given.
+    schema
+        The cohort's schema, to resolve feature names (:func:`resolve_features`).
+
+    Returns
+    -------
+    tuple
+        Model keyword arguments, fit settings and the calibration level (``None``:
+        none), the command line's values over the config file's.
+    """
     settings = {k: v for k, v in config.items() if k in MODEL_KEYS}
     fit = dict(config.get("fit", {}))
     level = config.get("calibrate", DEFAULT_LEVEL)
@@ -184,6 +286,10 @@ def model_settings(
     if features is not None and not isinstance(features, Mapping):
         settings["features"] = resolve_features(schema, modalities, _listed(features, "features"))
     transforms = settings.get("transforms")
+    if transforms is not None and not isinstance(transforms, Mapping):
+        raise ValueError(
+            "'transforms' must be a mapping of feature to transform, e.g. {39156-5: log}"
+        )
     if transforms:
         keys = resolve_features(schema, modalities, list(transforms))
         settings["transforms"] = dict(zip(keys, transforms.values(), strict=True))
@@ -191,6 +297,7 @@ def model_settings(
 
 
 def _listed(value: Any, key: str) -> list:
+    """``value`` as a list; a string or a scalar is refused."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise ValueError(f"{key!r} must be a list or a mapping of modality to features")
     return list(value)
@@ -245,6 +352,8 @@ def fit(
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
         raise fail(f"{output} exists; pass --overwrite to replace it", EXIT_REFUSED, err)
+    if no_agents and agent:
+        raise fail("give --agent or --no-agents, not both", EXIT_REFUSED, err)
     try:
         cli = {
             "features": feature or None,
@@ -265,15 +374,18 @@ def fit(
             read_fit_config(config) if config else {}, cli, cohort.schema
         )
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always", UserWarning)
             model = DynamicTwinModel(cohort.schema, device="auto", **settings)
             model.fit(cohort, progress=not quiet, **fit_settings)
             table = model.calibrate_forecast(cohort, level=level) if level is not None else None
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                err.print(plain(f"warning: {w.message}"))
+        path = model.save(output, overwrite=overwrite)
+    except FileExistsError as exc:  # the folder appeared while training
+        raise fail(exc, EXIT_REFUSED, err) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise fail(exc, EXIT_BAD_INPUT, err) from exc
-    for w in caught:
-        err.print(plain(f"warning: {w.message}"))
-    path = model.save(output, overwrite=overwrite)
     out = Console(soft_wrap=True)
     out.print(plain(model))
     if table is not None:
@@ -282,8 +394,9 @@ def fit(
 
 
 def calibration_summary(table: Any, level: float) -> str:
-    """The calibration table of the features with held-out readings, and a count of the
-    others (they keep factor 1)."""
+    """Text of a :meth:`~twin.model.dynamic_model.DynamicTwinModel.calibrate_forecast`
+    table at ``level``: the features with held-out readings, and a count of the others
+    (they keep factor 1)."""
     used = table[table["n"] > 0]
     lines = [f"forecast intervals calibrated to {level:.0%} on the training records:"]
     if len(used):

@@ -254,24 +254,32 @@ class Cohort:
         """Days from each individual's reference time to its recorded death, NaN where none.
 
         Read from a datetime covariate ``deceased`` (what :func:`twin.read_fhir` takes
-        from ``Patient.deceasedDateTime``); all NaN when the cohort has no such
-        covariate, when it is not a date (e.g. a 0/1 flag) or without a calendar.
-        ``-inf`` where a covariate ``deceased_flag`` of 1 says the individual died but
-        no date is recorded (FHIR ``deceasedBoolean: true``): dead by the time of the
-        record, date unknown.
+        from ``Patient.deceasedDateTime``); NaN when the cohort has no such covariate,
+        when it is not a date (e.g. a 0/1 flag) or, for a dated death, without a
+        calendar.  ``-inf`` where a numeric covariate ``deceased_flag`` of 1 says the
+        individual died and no date is recorded (FHIR ``deceasedBoolean: true``): dead
+        by the time of the record, date unknown.
         """
         death = pd.Series(np.nan, index=self.individuals, dtype=float)
+        dated = np.zeros(len(death), dtype=bool)
         if "deceased" in self.covariate_names:
             values = self.data["covariate_deceased"].values
             if np.issubdtype(values.dtype, np.datetime64):  # a 0/1 flag has no date
                 when = pd.to_datetime(values)
                 ref = pd.to_datetime(self.data["reference_time"].values, errors="coerce")
                 death[:] = np.asarray((when - ref) / pd.Timedelta(days=1), dtype=float)
+                dated = np.asarray(pd.notna(when))
         if "deceased_flag" in self.covariate_names:
             flag = np.asarray(self.data["covariate_deceased_flag"].values)
-            if np.issubdtype(flag.dtype, np.number):
-                undated = (flag == 1) & death.isna().to_numpy()
-                death[undated] = -np.inf
+            if not np.issubdtype(flag.dtype, np.number):
+                warnings.warn(
+                    f"covariate 'deceased_flag' is {flag.dtype} ({flag[:3].tolist()}...), not "
+                    "0/1 numbers: it is not read as deaths",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            else:
+                death[(flag == 1) & ~dated] = -np.inf
         return death
 
     def conform(self, schema: CohortSchema, *, warn: bool = True) -> Cohort:

@@ -319,15 +319,21 @@ class ProcessGraph:
         for stage, nodes in columns.items():
             for k, m in enumerate(nodes):
                 pos[m] = (float(stage), (len(nodes) - 1) / 2 - k)
+        tallest = max(len(nodes) for nodes in columns.values())
         colours = [_COLOURS[self._g.nodes[m]["role"]] for m in self._g]
         size = 700
         nx.draw_networkx_nodes(self._g, pos, ax=ax, node_color=colours, node_size=size)
-        # names under the nodes (long ones wrapped at underscores), never clipped by them
-        below = {m: (x, y - 0.22) for m, (x, y) in pos.items()}
-        labels = {m: _wrap(m) for m in self._g}
-        nx.draw_networkx_labels(
-            self._g, below, labels, ax=ax, font_size=9, verticalalignment="top", clip_on=False
-        )
+        for m, xy in pos.items():  # names a fixed distance under the nodes, wrapped, not clipped
+            ax.annotate(
+                _wrap(m),
+                xy,
+                xytext=(0, -14),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=9,
+                annotation_clip=False,
+            )
         nx.draw_networkx_edges(
             self._g, pos, ax=ax, arrows=True, arrowsize=15, node_size=size, edge_color="0.4"
         )
@@ -338,12 +344,14 @@ class ProcessGraph:
         if self.time_axis:
             title += f" (time axis: {self.time_axis})"
         ax.set_title(title, fontsize=10)
-        ax.margins(0.25, 0.3)
+        ax.set_ylim(-(tallest - 1) / 2 - 0.6, (tallest - 1) / 2 + 0.4)  # one row has height too
+        stages = [float(st) for st in columns]
+        ax.set_xlim(min(stages) - 0.6, max(stages) + 0.6)
         ax.set_axis_off()
         return ax
 
 
-def _wrap(name: str, width: int = 12) -> str:
+def _wrap(name: str, width: int = 14) -> str:
     """``name`` broken at underscores into lines of about ``width`` characters."""
     lines: list[str] = []
     for part in name.split("_"):

@@ -100,9 +100,9 @@ def _standardised_errors(model: Any, cohort: Cohort, held: pd.DataFrame, f: int)
     name = model.feature_names[f]
     sub = cohort.select(list(held.index))
     cut = held["t"].to_numpy()
-    fc = model.instantiate(observations_before(sub, cut)).forecast(
-        cut[:, None], quantiles=(0.05, 0.5, 0.95), calibrated=False
-    )
+    fc = model.instantiate(observations_before(sub, cut)).forecast(  # readings that exist:
+        cut[:, None], quantiles=(0.05, 0.5, 0.95), calibrated=False, after_death="keep"
+    )  # never cut by a death (an undated one would cut at the shortened record's end)
 
     def encoded(values: np.ndarray) -> np.ndarray:
         grid = np.full((len(values), len(model.feature_names)), np.nan)
