@@ -20,7 +20,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail, plain
+from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail, plain, print_warnings
 
 #: Keyword arguments of DynamicTwinModel a config file may set, with their kind:
 #: ``int``, ``float``, ``bool``, ``str``, ``list`` (of names), ``map`` (a mapping),
@@ -283,24 +283,13 @@ def model_settings(
             settings[key] = value
     modalities = settings.get("modalities")
     features = settings.get("features")
-    if features is not None and not isinstance(features, Mapping):
-        settings["features"] = resolve_features(schema, modalities, _listed(features, "features"))
+    if features is not None and not isinstance(features, Mapping):  # kinds checked on reading
+        settings["features"] = resolve_features(schema, modalities, list(features))
     transforms = settings.get("transforms")
-    if transforms is not None and not isinstance(transforms, Mapping):
-        raise ValueError(
-            "'transforms' must be a mapping of feature to transform, e.g. {39156-5: log}"
-        )
     if transforms:
         keys = resolve_features(schema, modalities, list(transforms))
         settings["transforms"] = dict(zip(keys, transforms.values(), strict=True))
     return settings, fit, level
-
-
-def _listed(value: Any, key: str) -> list:
-    """``value`` as a list; a string or a scalar is refused."""
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ValueError(f"{key!r} must be a list or a mapping of modality to features")
-    return list(value)
 
 
 def fit(
@@ -367,7 +356,7 @@ def fit(
             "lr": lr,
             "patience": patience,
             "seed": seed,
-            "calibrate": None if calibrate is None else (calibrate or False),
+            "calibrate": calibrate,  # 0: none (_calibration_level)
         }
         cohort = Cohort.load(input)
         settings, fit_settings, level = model_settings(
@@ -378,9 +367,7 @@ def fit(
             model = DynamicTwinModel(cohort.schema, device="auto", **settings)
             model.fit(cohort, progress=not quiet, **fit_settings)
             table = model.calibrate_forecast(cohort, level=level) if level is not None else None
-        for w in caught:
-            if issubclass(w.category, UserWarning):
-                err.print(plain(f"warning: {w.message}"))
+        print_warnings([w for w in caught if issubclass(w.category, UserWarning)], err)
         path = model.save(output, overwrite=overwrite)
     except FileExistsError as exc:  # the folder appeared while training
         raise fail(exc, EXIT_REFUSED, err) from exc

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail
+from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail, print_warnings
 
 
 def forecast(
@@ -52,8 +52,7 @@ def forecast(
         bundle = forecast_bundle(twins, fc, level=level) if fhir is not None else None
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise fail(exc, EXIT_BAD_INPUT, err) from exc
-    for w in caught:
-        err.print(f"warning: {w.message}")
+    print_warnings(caught, err)
     write_dataset(fc, output, overwrite)
     print(twins)
     print(

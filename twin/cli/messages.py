@@ -6,6 +6,9 @@ otherwise lose their brackets, which rich takes for style tags.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
+
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -36,3 +39,9 @@ def fail(message: object, status: int, console: Console | None = None) -> typer.
     """Print ``message`` as an error and return the :class:`typer.Exit` to raise."""
     print_error(message, console)
     return typer.Exit(status)
+
+
+def print_warnings(records: Iterable[warnings.WarningMessage], console: Console) -> None:
+    """Print each recorded warning as ``warning: <message>`` to ``console``, brackets kept."""
+    for w in records:
+        console.print(plain(f"warning: {w.message}"))
