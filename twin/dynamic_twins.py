@@ -12,13 +12,17 @@ it was conditioned on and the recorded interventions. From it come
   instantiation; never retraining);
 * :meth:`DynamicTwins.simulate`: what-if trajectories under scenarios (the batched
   engine of :mod:`twin.simulation`);
-* :meth:`DynamicTwins.plot`: observations, forecasts and uncertainty bands.
+* :meth:`DynamicTwins.plot`: observations, forecasts and uncertainty bands;
+* :meth:`DynamicTwins.save` / :meth:`DynamicTwins.load`: the twins' state in one NetCDF
+  file, to update them later without their full record (:mod:`twin.dynamic_twins_file`).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,6 +205,26 @@ class DynamicTwins:
                 "value": y[i, k, f],
             }
         )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the twins' state (posteriors, history, interventions, deaths) to a NetCDF
+        file, atomically; an existing file is replaced only with ``overwrite``.
+
+        Read it back with :meth:`load` and the same model, then :meth:`update` with new
+        records: the result equals twins instantiated from the whole record.
+        """
+        from twin.dynamic_twins_file import save_dynamic_twins
+
+        return save_dynamic_twins(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: DynamicTwinModel) -> DynamicTwins:
+        """Twins written by :meth:`save`, under ``model`` (the model that made them:
+        another one is refused, since a posterior only holds under its own parameters)."""
+        from twin.dynamic_twins_file import load_dynamic_twins
+
+        return load_dynamic_twins(path, model)
 
     # ------------------------------------------------------------------ forecasting
     def _requested_times(self, times: Any, relative_to: str) -> tuple[np.ndarray, np.ndarray, bool]:

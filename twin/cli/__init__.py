@@ -10,6 +10,7 @@ from twin.cli.fit import fit
 from twin.cli.forecast import forecast
 from twin.cli.ingest import ingest
 from twin.cli.simulate import simulate
+from twin.cli.update import update
 
 app = typer.Typer(
     name="twin",
@@ -25,5 +26,6 @@ app.command()(fit)
 app.command()(forecast)
 app.command()(info)
 app.command()(simulate)
+app.command()(update)
 
 __all__ = ["app"]

@@ -12,7 +12,9 @@ from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail, print_warnings
 
 def forecast(
     model: Path = typer.Argument(..., help="Folder of a saved DynamicTwinModel."),
-    input: Path = typer.Argument(..., help="Cohort file (.nc) with the individuals' records."),
+    input: Path = typer.Argument(
+        ..., help="Cohort file (.nc) with the individuals' records, or a twins file (twin update)."
+    ),
     days: list[float] = typer.Option(
         ..., "-d", "--days", help="Days after each twin's last observation (repeatable)."
     ),

@@ -12,7 +12,9 @@ from twin.cli.messages import EXIT_BAD_INPUT, EXIT_REFUSED, fail
 
 def simulate(
     model: Path = typer.Argument(..., help="Folder of a saved DynamicTwinModel."),
-    input: Path = typer.Argument(..., help="Cohort file (.nc) with the individuals' records."),
+    input: Path = typer.Argument(
+        ..., help="Cohort file (.nc) with the individuals' records, or a twins file (twin update)."
+    ),
     scenario_yaml: Path = typer.Argument(..., help="Scenario YAML file (one or several)."),
     output: Path = typer.Option(..., "-o", "--output", help="Result file to write (.nc)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),

@@ -1,5 +1,5 @@
-"""What ``twin simulate`` and ``twin forecast`` share: twins from a saved model and a
-cohort file, and a result Dataset written atomically as NetCDF."""
+"""What ``twin simulate``, ``twin forecast`` and ``twin update`` share: twins from a saved
+model and a cohort or twins file, and a result Dataset written atomically as NetCDF."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ if TYPE_CHECKING:
     from twin.dynamic_twins import DynamicTwins
 
 
-def load_twins(model: Path, cohort_file: Path) -> DynamicTwins:
-    """Twins of every individual in ``cohort_file`` under the DynamicTwinModel in ``model``."""
+def load_twins(model: Path, input_file: Path) -> DynamicTwins:
+    """The twins under the DynamicTwinModel in ``model``: read from a twins file (written
+    by ``twin update`` or ``DynamicTwins.save``) or instantiated from every individual of
+    a cohort file."""
     from twin.cohort import Cohort
+    from twin.dynamic_twins import DynamicTwins
+    from twin.dynamic_twins_file import is_twins_file
     from twin.model.dynamic_model import DynamicTwinModel
 
-    cohort = Cohort.load(cohort_file)
+    if is_twins_file(input_file):
+        return DynamicTwins.load(input_file, DynamicTwinModel.load(model, device="auto"))
+    cohort = Cohort.load(input_file)
     dyn = DynamicTwinModel.load(model, schema=cohort.schema, device="auto")
     return dyn.instantiate(cohort)
 

@@ -60,6 +60,19 @@ def metadata_digest(meta: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def module_fingerprint(module: torch.nn.Module, extra: Any = None) -> str:
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes, values) and of
+    the JSON of ``extra``: what results computed under the module (e.g. saved twins)
+    record to know they belong to it.  Independent of the device."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def write_metadata(
     folder: Path, meta: dict, *, overwrite: bool = False, json_default: Any = None
 ) -> Path:
