@@ -90,6 +90,35 @@ def test_sequential_updates_equal_filtering_the_whole_record(cohort, model):
     assert step.history.n_observations == full.history.n_observations
 
 
+def test_update_of_twins_with_no_reading_yet_equals_instantiating_the_record(cohort, model):
+    """A twin made before its first reading holds the initial-state prior, which applies at
+    the first observation: updating it must not carry the prior from day 0 to there."""
+    import twin
+
+    long = cohort.to_long("labs").drop(columns="time").rename(columns={"t": "time"})
+    offset = long["individual"].str[1:].astype(int) % 3 * 40.0  # first readings at 0, 40, 80
+    long = long.assign(time=long["time"] + offset)[["individual", "time", "feature", "value"]]
+    iv = cohort.interventions[["individual", "agent", "start_t", "dose"]]
+    units = {"labs": {"y1": {"unit": "mmol/L"}, "y2": {"unit": "mmol/L"}}}
+    cohort = twin.Cohort.from_tables(
+        longitudinal={"labs": long}, interventions=iv, feature_info=units
+    )
+    first = cohort.to_long("labs").groupby("individual")["t"].min()
+    early = model.instantiate(observations_before(cohort, 41.0))
+    fresh = ~early.history.mask.any(axis=(1, 2))
+    assert 0 < fresh.sum() < len(fresh)  # both kinds of twins
+    assert (first[early.individuals[fresh]] > 0).all()  # their first reading is after day 0
+    step, full = early.update(cohort), model.instantiate(cohort)
+    np.testing.assert_allclose(step.mean.numpy(), full.mean.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(step.cov.numpy(), full.cov.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(step.time, full.time)
+    np.testing.assert_array_equal(step.prior_time, full.prior_time)
+    past = [float(first.max()) + 5.0]  # smoothed from the prior at each first reading
+    smoothed = step.forecast(past)["y1"].values
+    assert np.isfinite(smoothed).all()
+    np.testing.assert_allclose(smoothed, full.forecast(past)["y1"].values, rtol=1e-8)
+
+
 def test_update_from_a_later_export_with_its_own_reference_time(cohort, model):
     """A new export read alone starts its clock at its own first record; ``update`` moves it
     onto the twins' clock, so filtering the two parts equals filtering the whole record."""

@@ -576,6 +576,11 @@ class DynamicTwins:
         pos = self._positions(np.asarray(new_observations.individuals).astype(str))
         new_observations = self._on_own_clock(new_observations, pos)
         current = self.time[pos]
+        # a twin with no observation yet holds the initial-state prior, which applies at
+        # its first observation (as in instantiate): filter from there, keep every reading
+        fresh = ~self.history.mask[pos].any(axis=(1, 2))
+        after = np.where(fresh, -np.inf, current)
+        start = np.where(fresh, np.nan, current)
         new_iv = model._interventions(new_observations)
         table = pd.concat([self.interventions, new_iv], ignore_index=True)
         if len(table):
@@ -583,7 +588,7 @@ class DynamicTwins:
             table = table.drop_duplicates(subset=key).reset_index(drop=True)
         ids = set(new_observations.individuals.astype(str))
         sub_iv = table[table["individual"].astype(str).isin(ids)]
-        seq = model.sequences(new_observations, after=current, start=current, interventions=sub_iv)
+        seq = model.sequences(new_observations, after=after, start=start, interventions=sub_iv)
         has_new = seq.mask.any(-1).any(-1)
         kw = {"dtype": model.dtype, "device": model.device}
         idx = torch.as_tensor(pos, device=model.device)
@@ -611,7 +616,7 @@ class DynamicTwins:
         time = self.time.copy()
         time[pos] = np.where(has_new, seq.times[:, -1], current)
         # the history grows by the new observations
-        obs = model.sequences(new_observations, after=current, events=False)
+        obs = model.sequences(new_observations, after=after, events=False)
         N, F = len(self), model.n_features
         T2 = obs.times.shape[1]
         full = Sequences(
@@ -627,6 +632,9 @@ class DynamicTwins:
             obs.n_steps,
         )
         history = Sequences.concatenate(self.history, full)
+        prior_time = self.prior_time.copy()
+        first = obs.first_observed_time()
+        prior_time[pos] = np.where(fresh & np.isfinite(first), first, prior_time[pos])
         death = self.death_time.copy()
         reported = new_observations.death_t.to_numpy()
         # a dated death is taken over; an undated one only where none was known
@@ -641,7 +649,7 @@ class DynamicTwins:
             history=history,
             prior_mean=self.prior_mean,
             prior_cov=self.prior_cov,
-            prior_time=self.prior_time,
+            prior_time=prior_time,
             interventions=table,
             reference_time=self.reference_time,
             death_time=death,

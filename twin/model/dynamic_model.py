@@ -447,7 +447,8 @@ class DynamicTwinModel:
             ``(N,)``: keep only observations strictly after these times.
         start
             ``(N,)``: an unobserved first step at these times (the time of a known
-            posterior, for updating and forecasting).
+            posterior, for updating and forecasting); NaN: none for that individual
+            (its first observation is the first step).
         interventions
             Intervention table for the event times (default: the cohort's).
         events
@@ -474,7 +475,7 @@ class DynamicTwinModel:
             cols_valid.insert(0, np.isfinite(s))
             cols_y.insert(0, np.full((N, 1, F), np.nan))
             cols_m.insert(0, np.zeros((N, 1, F), dtype=bool))
-            lower = s[:, 0]
+            lower = np.where(np.isfinite(s[:, 0]), s[:, 0], first)
         else:
             lower = first
         if events and self.insert_events and self.agents:
