@@ -179,3 +179,5 @@ def test_twin_update_keeps_twins_between_exports(cohort, tmp_path):
     )
     assert bad.exit_code == 1 and "others.nc" in bad.output, bad.output
     assert twins_nc.read_bytes() == kept and not (tmp_path / "x.nc").exists()
+    swapped = runner.invoke(app, [m, str(twins_nc), str(twins_nc), "-o", str(tmp_path / "x.nc")])
+    assert swapped.exit_code == 1 and "is a twins file" in swapped.output

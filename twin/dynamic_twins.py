@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DynamicTwins", "quantile_name"]
 
+#: Times closer than this (days, about 0.1 s) are the same time in :meth:`DynamicTwins.update`:
+#: a reading or a medication start seen again in another export, whose times were
+#: computed from another reference time, differ from the first copy only in the last bits.
+SAME_TIME = 1e-6
+
 #: Suffix of a quantile level (``0.05`` -> ``"q05"``), shared with :class:`twin.Twins`.
 quantile_name = quantile_suffix
 
@@ -212,7 +217,8 @@ class DynamicTwins:
         file, atomically; an existing file is replaced only with ``overwrite``.
 
         Read it back with :meth:`load` and the same model, then :meth:`update` with new
-        records: the result equals twins instantiated from the whole record.
+        records: with linear dynamics the result equals twins instantiated from the whole
+        record (the neural option filters by Monte Carlo: equal up to its sampling noise).
         """
         from twin.dynamic_twins_file import save_dynamic_twins
 
@@ -554,9 +560,9 @@ class DynamicTwins:
     def update(self, new_observations: Cohort) -> DynamicTwins:
         """Twins refined by new observations: exact filtering from the current posterior.
 
-        Only observations strictly after each twin's current time are used (earlier
-        ones are taken as already known), so passing the full updated record is
-        fine.  A death recorded in ``new_observations`` (covariate ``deceased``) is
+        Only observations after each twin's current time are used (earlier ones, and
+        any within :data:`SAME_TIME` of it, are taken as already known), so passing the
+        full updated record, or an export overlapping the last one, is fine.  A death recorded in ``new_observations`` (covariate ``deceased``) is
         taken over; one the twins already have is kept when the new data have none, and
         a dated one is kept when the new data report the death without a date.
         Times are matched by calendar date: a new export with its own reference time (e.g. a FHIR bundle of recent records, read alone) is moved
@@ -579,13 +585,18 @@ class DynamicTwins:
         # a twin with no observation yet holds the initial-state prior, which applies at
         # its first observation (as in instantiate): filter from there, keep every reading
         fresh = ~self.history.mask[pos].any(axis=(1, 2))
-        after = np.where(fresh, -np.inf, current)
+        after = np.where(fresh, -np.inf, current + SAME_TIME)
         start = np.where(fresh, np.nan, current)
         new_iv = model._interventions(new_observations)
         table = pd.concat([self.interventions, new_iv], ignore_index=True)
         if len(table):
-            key = ["individual", "agent", "start_t", "end_t", "dose", "interval"]
-            table = table.drop_duplicates(subset=key).reset_index(drop=True)
+            # a course seen again in a later export (same agent, dose, interval, and start
+            # to within SAME_TIME) is one course, in the later export's version: an
+            # ongoing one may have ended since
+            keyed = table.assign(_start=(table["start_t"].astype(float) / SAME_TIME).round())
+            key = ["individual", "agent", "_start", "dose", "interval"]
+            table = keyed.drop_duplicates(subset=key, keep="last").drop(columns="_start")
+            table = table.reset_index(drop=True)
         ids = set(new_observations.individuals.astype(str))
         sub_iv = table[table["individual"].astype(str).isin(ids)]
         seq = model.sequences(new_observations, after=after, start=start, interventions=sub_iv)

@@ -29,6 +29,7 @@ instantiating the twins again from their records.  Recalibrating forecast interv
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ from twin._util.atomic import atomic_path
 from twin.cohort import INTERVENTION_COLUMNS
 from twin.dynamic_twins import DynamicTwins
 from twin.model.dynamic_data import Sequences
-from twin.model.model_folder import module_fingerprint, twin_version
+from twin.model.model_folder import module_fingerprint, plain_json_value, twin_version
 
 if TYPE_CHECKING:
     from twin.model.dynamic_model import DynamicTwinModel
@@ -60,9 +61,13 @@ def model_fingerprint(model: DynamicTwinModel) -> str:
         "agents": list(model.agents or []),
         "agent_exposure": model.agent_exposure,
         "time_unit": model.time_unit,
+        "timescales": list(model.timescales) if model.timescales else None,
+        "insert_events": model.insert_events,
+        "neural": model.neural,
         "context": model.context.to_dict() if model.context else None,
         "static_dim": model.static_dim,
     }
+    config = json.loads(json.dumps(config, default=plain_json_value))  # as a saved model reads it
     return module_fingerprint(module, config)
 
 
@@ -184,7 +189,14 @@ def load_dynamic_twins(path: str | os.PathLike, model: DynamicTwinModel) -> Dyna
         ds["history_mask"].values.astype(bool),
         ds["history_n_steps"].values.astype(np.int64),
     )
-    table = pd.DataFrame({c: ds[f"intervention_{c}"].values for c in INTERVENTION_COLUMNS})
+    table = pd.DataFrame(
+        {
+            c: np.array([str(v) for v in ds[f"intervention_{c}"].values], dtype=object)
+            if kind == "str"
+            else ds[f"intervention_{c}"].values
+            for c, kind in INTERVENTION_COLUMNS.items()
+        }
+    )
     return DynamicTwins(
         model,
         individuals=np.asarray([str(i) for i in ds["individual"].values], dtype=object),

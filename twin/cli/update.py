@@ -33,13 +33,15 @@ def update(
     observation with the readings after it (earlier ones are taken as known, so a
     full re-export is fine). A new export read on its own is put on the twins' calendar.
     Individuals of NEW that are not twins in INPUT are refused; twins absent from
-    NEW are unchanged. Forecast or simulate the result with 'twin forecast MODEL
+    NEW are unchanged; new patients are refused (instantiate them from a cohort of
+    their own records). Forecast or simulate the result with 'twin forecast MODEL
     OUTPUT' or 'twin simulate MODEL OUTPUT'.
     """
     import warnings
 
     from twin.cli.twins_io import load_twins
     from twin.cohort import Cohort
+    from twin.dynamic_twins_file import is_twins_file
 
     err = Console(stderr=True, soft_wrap=True)
     if output.exists() and not overwrite:
@@ -51,6 +53,11 @@ def update(
             twins = load_twins(model, input)
             before = twins.history.n_observations
             for path in new:
+                if is_twins_file(path):
+                    raise ValueError(
+                        f"{path} is a twins file; new records come as cohort files "
+                        "('twin ingest'), and twins are read from INPUT"
+                    )
                 try:
                     twins = twins.update(Cohort.load(path))
                 except (ValueError, KeyError) as exc:  # name the file of the new records

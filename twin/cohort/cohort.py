@@ -357,16 +357,31 @@ class Cohort:
         ref = old.copy()
         ref.loc[new.index] = new.to_numpy(dtype="datetime64[ns]")
         shift = ((old - ref) / DAY).to_numpy(dtype=np.float64)  # days added to every time
+        ref_ns = ref.to_numpy(dtype="datetime64[ns]")
         ds = self.data.copy()
-        ds["reference_time"] = ("individual", ref.to_numpy(dtype="datetime64[ns]"))
+        ds["reference_time"] = ("individual", ref_ns)
+        # times with a date are recomputed from it, as a cohort read with this reference
+        # would hold them (adding the shift would differ in the last bits, and the same
+        # reading or dose in two exports would no longer match); others are shifted
         if "visit_t" in ds:
-            ds["visit_t"] = ds["visit_t"] + xr.DataArray(shift, dims="individual")
+            ds["visit_t"] = (
+                ("individual", "visit"),
+                _days_since(
+                    ds["visit_time"].values, ref_ns[:, None], ds["visit_t"].values, shift[:, None]
+                ),
+            )
         iv_ids = ds["intervention_individual"].values.astype(str)
         if iv_ids.size:
-            iv_shift = pd.Series(shift, index=ref.index).reindex(iv_ids).to_numpy()
-            for edge in ("start_t", "end_t"):
-                ds[f"intervention_{edge}"] = ds[f"intervention_{edge}"] + xr.DataArray(
-                    iv_shift, dims="intervention"
+            pos = pd.Index(ref.index).get_indexer(iv_ids)
+            for edge in ("start", "end"):
+                ds[f"intervention_{edge}_t"] = (
+                    "intervention",
+                    _days_since(
+                        ds[f"intervention_{edge}"].values,
+                        ref_ns[pos],
+                        ds[f"intervention_{edge}_t"].values,
+                        shift[pos],
+                    ),
                 )
         return Cohort(ds)
 
@@ -794,3 +809,13 @@ def _reindex_individuals(ds: xr.Dataset, ids: np.ndarray) -> xr.Dataset:
         if val is False:
             out[v] = out[v].astype(bool)
     return out
+
+
+def _days_since(
+    dates: np.ndarray, reference: np.ndarray, days: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """Days from ``reference`` to ``dates`` where there is a date, else ``days + shift``."""
+    dated = ~np.isnat(dates) & ~np.isnat(reference)
+    with np.errstate(invalid="ignore"):
+        exact = (dates - reference) / DAY
+    return np.where(dated, exact, days + shift).astype(np.float64)

@@ -69,8 +69,15 @@ def module_fingerprint(module: torch.nn.Module, extra: Any = None) -> str:
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(extra, sort_keys=True, default=plain_json_value).encode())
     return digest.hexdigest()
+
+
+def plain_json_value(value: Any) -> Any:
+    """NumPy scalars and arrays as the numbers and lists they hold (as JSON reads them back)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
 
 
 def write_metadata(
