@@ -29,7 +29,6 @@ instantiating the twins again from their records.  Recalibrating forecast interv
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,9 +40,10 @@ import xarray as xr
 
 from twin._util.atomic import atomic_path
 from twin.cohort import INTERVENTION_COLUMNS
+from twin.cohort.build import intervention_vars
 from twin.dynamic_twins import DynamicTwins
 from twin.model.dynamic_data import Sequences
-from twin.model.model_folder import module_fingerprint, plain_json_value, twin_version
+from twin.model.model_folder import module_fingerprint, twin_version
 
 if TYPE_CHECKING:
     from twin.model.dynamic_model import DynamicTwinModel
@@ -67,7 +67,6 @@ def model_fingerprint(model: DynamicTwinModel) -> str:
         "context": model.context.to_dict() if model.context else None,
         "static_dim": model.static_dim,
     }
-    config = json.loads(json.dumps(config, default=plain_json_value))  # as a saved model reads it
     return module_fingerprint(module, config)
 
 
@@ -91,20 +90,13 @@ def save_dynamic_twins(
         "history_mask": (("individual", "step", "feature"), h.mask.astype(np.int8)),
         "history_n_steps": ("individual", h.n_steps.astype(np.int64)),
     }
-    table = twins.interventions
-    for column, kind in INTERVENTION_COLUMNS.items():
-        col = table[column] if column in table.columns else pd.Series([None] * len(table))
-        if kind == "str":
-            values = np.array(["" if pd.isna(v) else str(v) for v in col], dtype=object)
-        elif kind == "datetime":
-            values = _datetimes(col)
-        else:
-            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
-        data[f"intervention_{column}"] = ("intervention", values)
+    ids = pd.Index([str(i) for i in twins.individuals])
+    reference = pd.Series(_datetimes(twins.reference_time), index=ids)
+    data.update(intervention_vars(twins.interventions, reference, ids))  # as a Cohort holds them
     ds = xr.Dataset(
         data,
         coords={
-            "individual": np.asarray([str(i) for i in twins.individuals], dtype=object),
+            "individual": np.asarray(ids, dtype=object),
             "feature": np.asarray(twins.feature_names, dtype=object),
         },
         attrs={

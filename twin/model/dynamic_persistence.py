@@ -33,6 +33,7 @@ from twin.model.model_folder import (
     attach_loaded_module,
     load_weights_into,
     metadata_header,
+    plain_json_value,
     read_model_metadata,
     read_weights,
     verified_weights_path,
@@ -78,13 +79,9 @@ def save_dynamic_model(model: Any, path: str | os.PathLike, overwrite: bool = Fa
             None if model.forecast_scale is None else [float(c) for c in model.forecast_scale]
         ),
     }
-    return write_model_folder(path, module, meta, overwrite=overwrite, json_default=_json_default)
-
-
-def _json_default(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    return write_model_folder(
+        path, module, meta, overwrite=overwrite, json_default=plain_json_value
+    )
 
 
 def read_dynamic_metadata(path: str | os.PathLike) -> dict:

@@ -74,10 +74,11 @@ def module_fingerprint(module: torch.nn.Module, extra: Any = None) -> str:
 
 
 def plain_json_value(value: Any) -> Any:
-    """NumPy scalars and arrays as the numbers and lists they hold (as JSON reads them back)."""
+    """``json.dumps`` default: NumPy scalars and arrays as the numbers and lists they hold
+    (as JSON reads them back); anything else is refused."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_metadata(
